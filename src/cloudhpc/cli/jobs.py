@@ -1,0 +1,104 @@
+"""Job commands: submit, jobs, job, logs, cancel."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cloudhpc.cli.output import emit_json, err, out, table
+from cloudhpc.cluster import Cluster
+from cloudhpc.jobs.model import Job
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+ClusterOpt = Annotated[Optional[str], typer.Option("-c", "--cluster",  # noqa: UP007
+                                                   help="cluster name (optional if only one)")]
+
+
+def _when(stamp: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(stamp)) if stamp else "-"
+
+
+def _show(job: Job) -> None:
+    rows = [("id", job.job_id), ("name", job.name), ("state", job.state.value),
+            ("reason", job.reason or "-"), ("partition", job.partition),
+            ("nodes", job.nodes or "-"), ("tasks", job.tasks), ("user", job.user),
+            ("submitted", _when(job.submit_time)), ("started", _when(job.start_time)),
+            ("ended", _when(job.end_time)), ("exit code", job.exit_code),
+            ("output", job.stdout or "-")]
+    table(f"job {job.job_id}", ["field", "value"], rows)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def submit(
+        script: Path,
+        nodes: Annotated[Optional[int], typer.Option(help="number of nodes")] = None,  # noqa: UP007
+        ntasks_per_node: Annotated[Optional[int],  # noqa: UP007
+                                   typer.Option(help="tasks (MPI ranks) per node")] = None,
+        partition: Annotated[Optional[str],  # noqa: UP007
+                             typer.Option(help="partition (= node set)")] = None,
+        name: Annotated[Optional[str], typer.Option(help="job name")] = None,  # noqa: UP007
+        wait: Annotated[bool, typer.Option(help="wait for the end; print the output")] = False,
+        cluster: ClusterOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Submit a batch script to Slurm (it runs in its own directory under /shared/jobs)."""
+        c = Cluster.get(cluster)
+        job = c.submit(script, nodes=nodes, ntasks_per_node=ntasks_per_node,
+                       partition=partition, name=name)
+        if not wait:
+            if as_json:
+                emit_json(job.as_dict())
+            else:
+                out.print(f"submitted job {job.job_id}")
+            return
+        with err.status(f"job {job.job_id} {job.state.value}") as spinner:
+            while not job.done:
+                time.sleep(0.2)
+                job = c.job(job.job_id)
+                spinner.update(f"job {job.job_id} {job.state.value}"
+                               + (f" ({job.reason})" if job.reason else ""))
+        if as_json:
+            emit_json({**job.as_dict(), "output": c.logs(job.job_id)})
+        else:
+            out.print(c.logs(job.job_id), end="", highlight=False, markup=False)
+            err.print(f"job {job.job_id} {job.state.value} (exit code {job.exit_code})")
+        raise typer.Exit(0 if job.state.value == "completed" else max(job.exit_code, 1))
+
+    @app.command("jobs")
+    def jobs_cmd(cluster: ClusterOpt = None, as_json: JsonOpt = False,
+                 all: Annotated[bool, typer.Option("--all", help="include history")] = False,
+                 ) -> None:
+        """Queued, running and recently finished jobs."""
+        c = Cluster.get(cluster)
+        found = c.jobs(all=all)
+        if as_json:
+            emit_json([j.as_dict() for j in found])
+            return
+        table(f"jobs of {c.name}", ["id", "name", "state", "reason", "partition", "nodes",
+                                    "tasks", "submitted", "exit"],
+              [(j.job_id, j.name, j.state.value, j.reason, j.partition, j.nodes, j.tasks,
+                _when(j.submit_time), j.exit_code if j.done else "") for j in found])
+
+    @app.command()
+    def job(job_id: int, cluster: ClusterOpt = None, as_json: JsonOpt = False) -> None:
+        """One job in detail."""
+        found = Cluster.get(cluster).job(job_id)
+        if as_json:
+            emit_json(found.as_dict())
+        else:
+            _show(found)
+
+    @app.command()
+    def logs(job_id: int, cluster: ClusterOpt = None) -> None:
+        """Print a job's output."""
+        out.print(Cluster.get(cluster).logs(job_id), end="", highlight=False, markup=False)
+
+    @app.command()
+    def cancel(job_id: int, cluster: ClusterOpt = None) -> None:
+        """Cancel a queued or running job."""
+        Cluster.get(cluster).cancel(job_id)
+        out.print(f"job {job_id} cancelled")

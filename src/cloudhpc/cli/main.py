@@ -1,0 +1,168 @@
+"""The `cloudhpc` command (Typer + Rich)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cloudhpc import sizes as size_table
+from cloudhpc.cli import jobs as jobs_cli
+from cloudhpc.cli.output import emit_json, err, out, report_error, table
+from cloudhpc.cluster import Cluster
+from cloudhpc.errors import CloudHPCError, TemplateError
+from cloudhpc.state import Store
+from cloudhpc.template import Level, Template
+from cloudhpc.template.loader import check, parse_yaml
+
+app = typer.Typer(help="Declare an HPC cluster once; bring it up locally or on Azure.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+jobs_cli.register(app)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+ClusterOpt = Annotated[Optional[str], typer.Option("-c", "--cluster",  # noqa: UP007
+                                                   help="cluster name (optional if only one)")]
+
+
+@app.command()
+def validate(template: Path, as_json: JsonOpt = False) -> None:
+    """Check a template: every problem with field path, line and fix; exit 2 on errors."""
+    try:
+        data, lines = parse_yaml(template.read_text(), str(template))
+    except OSError as exc:
+        raise CloudHPCError(f"cannot read {template}: {exc.strerror}", "check the path") from None
+    running = [(r.name, r.cidr) for r in Store().clusters()] if _can_read_state() else []
+    _, findings = check(data, lines, running)
+    errors = [f for f in findings if f.level is Level.ERROR]
+    if as_json:
+        emit_json({"template": str(template), "valid": not errors,
+                   "findings": [f.as_dict() for f in findings]})
+    else:
+        for f in findings:
+            color = "red" if f.level is Level.ERROR else "yellow"
+            (err if f.level is Level.ERROR else out).print(
+                f"[{color}]{f.level.value}[/{color}]: {template}: {f}", highlight=False,
+                soft_wrap=True)
+        if not errors:
+            out.print(f"{template}: valid" + (f" ({len(findings)} warning(s))" if findings else ""))
+    if errors:
+        raise typer.Exit(2)
+
+
+def _can_read_state() -> bool:
+    try:
+        Store()
+    except OSError:
+        return False
+    return True
+
+
+@app.command()
+def schema() -> None:
+    """Print the template's JSON Schema."""
+    emit_json(Template.model_json_schema())
+
+
+@app.command()
+def sizes(as_json: JsonOpt = False) -> None:
+    """List the VM sizes templates may use."""
+    rows = list(size_table.table().values())
+    if as_json:
+        emit_json([s.__dict__ for s in rows])
+        return
+    table("VM sizes", ["name", "vCPUs", "memory GiB", "RDMA", "family"],
+          [(s.name, s.vcpus, s.memory_gib, "yes" if s.rdma else "", s.family) for s in rows])
+
+
+@app.command()
+def up(template: Path, as_json: JsonOpt = False) -> None:
+    """Bring a cluster up from a template (a no-op if it is already up unchanged)."""
+    with Progress(TextColumn("{task.description:<22}"), BarColumn(), TimeElapsedColumn(),
+                  console=err, transient=as_json or not err.is_terminal) as bar:
+        task = bar.add_task("starting", total=4)
+
+        def progress(step: str, done: int, total: int) -> None:
+            bar.update(task, description=step, completed=done, total=total)
+
+        cluster = Cluster.up(template, progress=progress)
+    nodes = cluster.status()
+    if as_json:
+        emit_json({"cluster": cluster.name, "nodes": [n.as_dict() for n in nodes]})
+        return
+    out.print(f"cluster [bold]{cluster.name}[/bold] is up: "
+              f"{sum(1 for n in nodes if n.role == 'compute' and n.state == 'idle')} compute "
+              f"node(s) idle. Try: cloudhpc submit examples/jobs/mpi_pi.sh --nodes 2 --wait")
+
+
+@app.command()
+def down(cluster: ClusterOpt = None,
+         name: Annotated[Optional[str], typer.Argument(help="cluster name")] = None,  # noqa: UP007
+         ) -> None:
+    """Remove a cluster and everything it created (idempotent; also after a crashed up)."""
+    target = name or cluster
+    store = Store()
+    if target is not None and store.cluster(target) is None:
+        out.print(f"no cluster named '{target}': nothing to do")
+        return
+    c = Cluster.get(target, store)
+    c.down()
+    out.print(f"cluster {c.name} removed")
+
+
+@app.command("list")
+def list_clusters(as_json: JsonOpt = False) -> None:
+    """List the clusters on this machine."""
+    records = Cluster.list()
+    if as_json:
+        emit_json([{"name": r.name, "provider": r.provider, "status": r.status,
+                    "network": r.cidr} for r in records])
+        return
+    table("clusters", ["name", "provider", "status", "network"],
+          [(r.name, r.provider, r.status, r.cidr) for r in records])
+
+
+@app.command()
+def status(cluster: ClusterOpt = None, as_json: JsonOpt = False) -> None:
+    """Nodes of a cluster with their state (Slurm's view merged with the provider's)."""
+    c = Cluster.get(cluster)
+    nodes = c.status()
+    if as_json:
+        emit_json({"cluster": c.name, "status": c.record.status,
+                   "nodes": [n.as_dict() for n in nodes]})
+        return
+    table(f"cluster {c.name} ({c.record.status}, {c.plan.cidr})",
+          ["node", "role", "node set", "address", "CPUs", "state", "reason"],
+          [(n.name, n.role, n.nodeset, n.address, n.cpus, n.state, n.reason) for n in nodes])
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec(ctx: typer.Context, node: str, cluster: ClusterOpt = None) -> None:
+    """Run a command inside a node, like ssh: cloudhpc exec NODE -- CMD ..."""
+    argv = [a for a in ctx.args if a != "--"] or ["/bin/bash", "-l"]
+    c = Cluster.get(cluster)
+    full = c.node_argv(node, argv)
+    from cloudhpc.cluster import NODE_ENV
+
+    env = {**NODE_ENV, "TERM": os.environ.get("TERM", "xterm")}
+    sys.stdout.flush()
+    os.execvpe(full[0], full, env)
+
+
+def run() -> None:
+    try:
+        app()
+    except TemplateError as exc:
+        sys.exit(report_error(exc))
+    except CloudHPCError as exc:
+        sys.exit(report_error(exc))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+__all__ = ["app", "run", "json"]

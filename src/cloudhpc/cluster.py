@@ -1,0 +1,191 @@
+"""The service layer: every front end (CLI, Python API, later REST) goes through `Cluster`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cloudhpc import lifecycle
+from cloudhpc.errors import ClusterExists, ClusterNotFound, CloudHPCError, NodeNotFound
+from cloudhpc.jobs import service as jobs_service
+from cloudhpc.jobs.model import Job
+from cloudhpc.paths import ClusterDir
+from cloudhpc.plan import Plan, Role, make_plan
+from cloudhpc.providers.base import NodeState
+from cloudhpc.providers.local import LocalProvider
+from cloudhpc.runner import BASE_PATH, Result, Runner
+from cloudhpc.slurm.client import SlurmClient
+from cloudhpc.state import ClusterRecord, Store
+from cloudhpc.template import Template, load
+
+NODE_ENV = {"PATH": BASE_PATH, "HOME": "/root", "LANG": "C.UTF-8",
+            "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    role: str
+    nodeset: str
+    address: str
+    state: str
+    cpus: int
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Cluster:
+    """A cluster known to this machine's state store."""
+
+    def __init__(self, record: ClusterRecord, store: Store, runner: Runner | None = None) -> None:
+        self.record = record
+        self.store = store
+        self.runner = runner or Runner()
+        self.template = Template.model_validate(record.template)
+        self.plan: Plan = make_plan(self.template)
+        self.dir = ClusterDir.of(record.name, store.path.parent)
+        self.provider = LocalProvider(self.plan, self.dir, self.runner)
+        self.slurm = SlurmClient(self.exec_head)
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    # -- lookup -------------------------------------------------------------------------
+    @classmethod
+    def get(cls, name: str | None = None, store: Store | None = None) -> Cluster:
+        store = store or Store()
+        records = store.clusters()
+        if name is None:
+            if len(records) == 1:
+                return cls(records[0], store)
+            if not records:
+                raise ClusterNotFound("no cluster exists",
+                                      hint="create one with `cloudhpc up TEMPLATE`")
+            names = ", ".join(r.name for r in records)
+            raise ClusterNotFound(f"several clusters exist ({names})",
+                                  hint="name one with -c/--cluster NAME")
+        record = store.cluster(name)
+        if record is None:
+            raise ClusterNotFound(f"no cluster named '{name}'",
+                                  hint="see `cloudhpc list` for the clusters on this machine")
+        return cls(record, store)
+
+    @staticmethod
+    def list(store: Store | None = None) -> list[ClusterRecord]:
+        return (store or Store()).clusters()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    @classmethod
+    def up(cls, source: str | Path | dict[str, Any] | Template,
+           progress: lifecycle.Progress | None = None, store: Store | None = None) -> Cluster:
+        lifecycle.check_host()
+        store = store or Store()
+        with lifecycle.host_lock():
+            others = [(r.name, r.cidr) for r in store.clusters()]
+            template, _ = load(source, running=others)
+            data = template.model_dump(mode="json")
+            existing = store.cluster(template.name)
+            if existing is not None:
+                if existing.template != data:
+                    raise ClusterExists(
+                        f"cluster '{template.name}' already exists with another template",
+                        hint=f"run `cloudhpc down -c {template.name}` first, or pick a new name")
+                cluster = cls(existing, store)
+                if existing.status == "running" and cluster.healthy():
+                    return cluster
+            store.put_cluster(template.name, template.provider, "creating", data,
+                              template.network.cidr)
+            cluster = cls(store.cluster(template.name), store)  # type: ignore[arg-type]
+            try:
+                lifecycle.bring_up(cluster.plan, cluster.dir, cluster.provider, cluster.slurm,
+                                   progress or lifecycle._noop)
+            except BaseException:
+                store.delete_cluster(template.name)
+                raise
+            store.set_status(template.name, "running")
+            return cluster
+
+    def down(self) -> None:
+        with lifecycle.host_lock():
+            self.store.set_status(self.name, "deleting")
+            lifecycle.tear_down(self.plan, self.dir, self.provider)
+            self.store.delete_cluster(self.name)
+
+    def healthy(self) -> bool:
+        nodes = self.provider.nodes()
+        return all(nodes[n.name].state is NodeState.RUNNING for n in self.plan.static_nodes())
+
+    # -- nodes --------------------------------------------------------------------------
+    def node_argv(self, node: str, argv: Sequence[str]) -> list[str]:
+        if self.plan.node(node) is None:
+            names = ", ".join(n.name for n in self.plan.nodes)
+            raise NodeNotFound(f"no node '{node}' in cluster '{self.name}'",
+                               hint=f"nodes: {names}")
+        pid = self.provider.supervisor_pid(node)
+        if pid is None:
+            raise NodeNotFound(f"node '{node}' is not running",
+                               hint="see `cloudhpc status`; `cloudhpc up` repairs it")
+        return ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv]
+
+    def exec(self, node: str, argv: Sequence[str], check: bool = False,
+             timeout: float | None = None) -> Result:
+        return self.runner.run(self.node_argv(node, argv), check=check, env=NODE_ENV,
+                               timeout=timeout)
+
+    def exec_head(self, argv: Sequence[str]) -> Result:
+        return self.runner.run(self.node_argv("head", argv), env=NODE_ENV, timeout=60)
+
+    def status(self) -> list[NodeStatus]:
+        provider = self.provider.nodes()
+        try:
+            slurm = {n["name"]: n for n in self.slurm.nodes()}
+        except CloudHPCError:
+            slurm = {}
+        out = []
+        for spec in self.plan.nodes:
+            info = provider[spec.name]
+            state, reason = info.state.value, info.detail
+            if spec.role is Role.COMPUTE:
+                if spec.dynamic and info.state is NodeState.ABSENT:
+                    state, reason = "powered_down", ""
+                elif info.state is NodeState.RUNNING:
+                    raw = slurm.get(spec.name, {})
+                    flags = [f.lower() for f in raw.get("state_flags", [])]
+                    state = "+".join([raw.get("state", "unknown"), *flags])
+                    reason = raw.get("reason", "")
+                elif info.state is NodeState.ABSENT:
+                    state, reason = "down", "node does not exist"
+            elif spec.role is Role.HEAD and info.state is NodeState.RUNNING and not slurm:
+                state, reason = "down", "slurmctld does not answer"
+            out.append(NodeStatus(spec.name, spec.role.value, spec.nodeset, spec.address,
+                                  state, spec.cpus, reason))
+        return out
+
+    # -- jobs ---------------------------------------------------------------------------
+    def submit(self, script: str | Path, *, nodes: int | None = None,
+               ntasks_per_node: int | None = None, partition: str | None = None,
+               name: str | None = None, wait: bool = False,
+               timeout: float | None = None) -> Job:
+        return jobs_service.submit(self, Path(script), nodes=nodes,
+                                   ntasks_per_node=ntasks_per_node, partition=partition,
+                                   name=name, wait=wait, timeout=timeout)
+
+    def jobs(self, all: bool = False) -> list[Job]:
+        return jobs_service.list_jobs(self, include_history=all)
+
+    def job(self, job_id: int) -> Job:
+        return jobs_service.get_job(self, job_id)
+
+    def wait(self, job_id: int, timeout: float | None = None) -> Job:
+        return jobs_service.wait(self, job_id, timeout)
+
+    def logs(self, job_id: int) -> str:
+        return jobs_service.logs(self, job_id)
+
+    def cancel(self, job_id: int) -> None:
+        jobs_service.cancel(self, job_id)

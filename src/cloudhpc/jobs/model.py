@@ -1,0 +1,109 @@
+"""Job model: states as an enum mapped from Slurm's through one table."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+class JobState(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETING = "completing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    NODE_FAIL = "node_fail"
+    UNKNOWN = "unknown"
+
+
+TERMINAL_STATES = {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT,
+                   JobState.NODE_FAIL}
+
+SLURM_STATES = {
+    "PENDING": JobState.PENDING, "CONFIGURING": JobState.PENDING, "REQUEUED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.PENDING, "SUSPENDED": JobState.PENDING,
+    "RUNNING": JobState.RUNNING, "COMPLETING": JobState.COMPLETING,
+    "COMPLETED": JobState.COMPLETED, "FAILED": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED, "BOOT_FAIL": JobState.FAILED,
+    "DEADLINE": JobState.TIMEOUT, "CANCELLED": JobState.CANCELLED,
+    "PREEMPTED": JobState.CANCELLED, "TIMEOUT": JobState.TIMEOUT,
+    "NODE_FAIL": JobState.NODE_FAIL,
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: int
+    name: str
+    state: JobState
+    reason: str
+    partition: str
+    nodes: str
+    node_count: int
+    tasks: int
+    user: str
+    submit_time: float
+    start_time: float
+    end_time: float
+    exit_code: int
+    stdout: str
+    workdir: str
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["state"] = self.state.value
+        return out
+
+
+def slurm_state(name: str) -> JobState:
+    return SLURM_STATES.get(name.split()[0].upper(), JobState.UNKNOWN) if name else JobState.UNKNOWN
+
+
+def from_squeue(raw: dict[str, Any]) -> Job:
+    job_id = int(raw["job_id"])
+    stdout = str(raw.get("standard_output", "")).replace("%j", str(job_id))
+    exit_code = int(raw.get("exit_code") or 0)
+    return Job(
+        job_id=job_id, name=raw.get("name", ""), state=slurm_state(raw.get("job_state", "")),
+        reason=raw.get("state_reason", "") if raw.get("state_reason") != "None" else "",
+        partition=raw.get("partition", ""), nodes=raw.get("nodes", ""),
+        node_count=int(raw.get("node_count") or 0), tasks=int(raw.get("tasks") or 0),
+        user=raw.get("user_name", ""), submit_time=float(raw.get("submit_time") or 0),
+        start_time=float(raw.get("start_time") or 0), end_time=float(raw.get("end_time") or 0),
+        exit_code=exit_code >> 8 if exit_code > 255 else exit_code, stdout=stdout,
+        workdir=raw.get("current_working_directory", ""),
+    )
+
+
+def _epoch(stamp: str) -> float:
+    if not stamp or stamp in ("Unknown", "None"):
+        return 0.0
+    # Slurm writes local time
+    return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
+
+
+def from_jobcomp(line: str) -> Job:
+    """A finished job from Slurm's jobcomp/filetxt record (`Key=Value` pairs)."""
+    fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+    code = fields.get("ExitCode", "0:0").split(":")[0]
+    user = fields.get("UserId", "").split("(")[0]
+    return Job(
+        job_id=int(fields["JobId"]), name=fields.get("Name", ""),
+        state=slurm_state(fields.get("JobState", "")), reason="",
+        partition=fields.get("Partition", ""), nodes=fields.get("NodeList", ""),
+        node_count=int(fields.get("NodeCnt", "0") or 0),
+        tasks=int(fields.get("ProcCnt", "0") or 0), user=user,
+        submit_time=_epoch(fields.get("SubmitTime", "")),
+        start_time=_epoch(fields.get("StartTime", "")),
+        end_time=_epoch(fields.get("EndTime", "")),
+        exit_code=int(code) if code.isdigit() else 0, stdout="",
+        workdir=fields.get("WorkDir", ""),
+    )

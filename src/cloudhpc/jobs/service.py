@@ -1,0 +1,134 @@
+"""Job operations straight through Slurm: submit (into a per-submission directory under
+/shared), list, show, wait, logs, cancel."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cloudhpc.errors import CommandError, JobError
+from cloudhpc.jobs.model import Job, from_jobcomp, from_squeue
+from cloudhpc.slurm.conf import SlurmPaths
+from cloudhpc.state import JobRecord
+
+if TYPE_CHECKING:
+    from cloudhpc.cluster import Cluster
+
+
+def _check_request(cluster: Cluster, script: Path, nodes: int | None,
+                   ntasks_per_node: int | None, partition: str | None) -> None:
+    if not script.is_file():
+        raise JobError(f"job script not found: {script}", hint="give the path of a batch script")
+    parts = {p.name: p for p in cluster.plan.partitions}
+    if partition is not None and partition not in parts:
+        raise JobError(f"no partition '{partition}' in cluster '{cluster.name}'",
+                       hint=f"partitions: {', '.join(parts)}")
+    part = parts[partition] if partition else next(p for p in parts.values() if p.default)
+    if nodes is not None and not 1 <= nodes <= len(part.nodes):
+        raise JobError(f"--nodes {nodes} is not possible in partition '{part.name}' "
+                       f"(it has at most {len(part.nodes)} nodes)",
+                       hint=f"ask for 1 to {len(part.nodes)} nodes")
+    if ntasks_per_node is not None and ntasks_per_node < 1:
+        raise JobError("--ntasks-per-node must be at least 1", hint="e.g. --ntasks-per-node 2")
+
+
+def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node: int | None,
+           partition: str | None, name: str | None, wait: bool,
+           timeout: float | None) -> Job:
+    _check_request(cluster, script, nodes, ntasks_per_node, partition)
+    sub = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    workdir = f"/shared/jobs/{sub}"
+    host_dir = cluster.dir.shared / "jobs" / sub
+    host_dir.mkdir(parents=True)
+    shutil.copy2(script, host_dir / script.name)
+    stdout = f"{workdir}/slurm-%j.out"
+    options = [f"--chdir={workdir}", f"--output={stdout}",
+               f"--job-name={name or script.stem}"]
+    if nodes:
+        options.append(f"--nodes={nodes}")
+    if ntasks_per_node:
+        options.append(f"--ntasks-per-node={ntasks_per_node}")
+    if partition:
+        options.append(f"--partition={partition}")
+    try:
+        job_id = cluster.slurm.sbatch(options, f"{workdir}/{script.name}")
+    except CommandError as exc:
+        shutil.rmtree(host_dir, ignore_errors=True)
+        msg = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else str(exc)
+        raise JobError(f"Slurm refused the job: {msg}",
+                       hint="check the node and task counts against `cloudhpc status`") from None
+    cluster.store.add_job(cluster.name, JobRecord(job_id, script.name, workdir,
+                                                  stdout.replace("%j", str(job_id)),
+                                                  time.time()))
+    return wait_for(cluster, job_id, timeout) if wait else get_job(cluster, job_id)
+
+
+def list_jobs(cluster: Cluster, include_history: bool = False) -> list[Job]:
+    current = {j.job_id: j for j in map(from_squeue, cluster.slurm.jobs())}
+    if include_history:
+        for job in _history(cluster):
+            current.setdefault(job.job_id, job)
+    return sorted(current.values(), key=lambda j: j.job_id)
+
+
+def _history(cluster: Cluster) -> list[Job]:
+    path = Path(SlurmPaths(str(cluster.dir.root)).jobcomp)
+    if not path.exists():
+        return []
+    return [from_jobcomp(line) for line in path.read_text().splitlines() if "JobId=" in line]
+
+
+def get_job(cluster: Cluster, job_id: int) -> Job:
+    found = cluster.slurm.jobs([job_id])
+    if found:
+        return from_squeue(found[0])
+    for job in _history(cluster):
+        if job.job_id == job_id:
+            record = cluster.store.job(cluster.name, job_id)
+            if record:
+                return Job(**{**job.__dict__, "stdout": record.stdout})
+            return job
+    raise JobError(f"no job {job_id} in cluster '{cluster.name}'", hint="see `cloudhpc jobs`")
+
+
+def wait_for(cluster: Cluster, job_id: int, timeout: float | None = None) -> Job:
+    deadline = time.monotonic() + timeout if timeout else None
+    delay = 0.05
+    while True:
+        job = get_job(cluster, job_id)
+        if job.done:
+            return job
+        if deadline and time.monotonic() > deadline:
+            raise JobError(f"job {job_id} still {job.state.value} after {timeout:.0f} s"
+                           + (f" ({job.reason})" if job.reason else ""),
+                           hint=f"check it with `cloudhpc job {job_id}`")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+wait = wait_for
+
+
+def logs(cluster: Cluster, job_id: int) -> str:
+    job = get_job(cluster, job_id)
+    record = cluster.store.job(cluster.name, job_id)
+    path = job.stdout or (record.stdout if record else "")
+    if not path:
+        raise JobError(f"job {job_id} has no recorded output file", hint="")
+    host = cluster.dir.host_path(path) or Path(path)
+    if not host.exists():
+        if not job.done and job.start_time == 0:
+            return ""
+        raise JobError(f"output of job {job_id} not found at {path}",
+                       hint="it may have been deleted, or written on a node-local path")
+    return host.read_text(errors="replace")
+
+
+def cancel(cluster: Cluster, job_id: int) -> None:
+    job = get_job(cluster, job_id)
+    if job.done:
+        raise JobError(f"job {job_id} already ended ({job.state.value})", hint="")
+    cluster.slurm.cancel(job_id)

@@ -1,0 +1,104 @@
+"""Bringing a cluster up and down, step by step, undoing everything if a step fails."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from cloudhpc.errors import CloudHPCError, NotRootError, ProvisionError
+from cloudhpc.node import bootstrap
+from cloudhpc.paths import ClusterDir, home
+from cloudhpc.plan import Plan
+from cloudhpc.providers.local import LocalProvider
+from cloudhpc.runner import require_programs
+from cloudhpc.slurm.client import SlurmClient
+
+Progress = Callable[[str, int, int], None]
+LOCAL_PROGRAMS = ["ip", "nsenter", "unshare", "setsid", "munged", "slurmctld", "slurmd",
+                  "sbatch", "squeue", "sinfo", "scontrol", "scancel", "mpirun"]
+STEPS = ["write configuration", "create network", "boot nodes", "wait for Slurm"]
+
+
+def check_host() -> None:
+    if os.geteuid() != 0:
+        raise NotRootError()
+    require_programs(LOCAL_PROGRAMS)
+
+
+@contextmanager
+def host_lock() -> Iterator[None]:
+    """One `up`/`down` at a time on this machine (they share names, links, addresses)."""
+    with open(home() / "lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _noop(step: str, done: int, total: int) -> None:
+    pass
+
+
+def bring_up(plan: Plan, cdir: ClusterDir, provider: LocalProvider, slurm: SlurmClient,
+             progress: Progress = _noop, timeout: float = 60.0) -> None:
+    """Run each step; on any failure (or Ctrl-C) remove everything, then re-raise."""
+    step = STEPS[0]
+    try:
+        progress(step, 0, len(STEPS))
+        bootstrap.write_cluster_files(plan, cdir)
+        step = STEPS[1]
+        progress(step, 1, len(STEPS))
+        provider.create_network(plan)
+        step = STEPS[2]
+        progress(step, 2, len(STEPS))
+        provider.launch(plan.static_nodes())
+        step = STEPS[3]
+        progress(step, 3, len(STEPS))
+        wait_idle(plan, slurm, timeout)
+        progress("ready", 4, len(STEPS))
+    except BaseException as exc:
+        tear_down(plan, cdir, provider)
+        if isinstance(exc, ProvisionError):
+            raise
+        if isinstance(exc, CloudHPCError):
+            raise ProvisionError(step, exc.message, exc.hint) from exc
+        if isinstance(exc, Exception):
+            raise ProvisionError(step, f"{type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def wait_idle(plan: Plan, slurm: SlurmClient, timeout: float) -> None:
+    """Wait until Slurm reports every static compute node idle."""
+    want = {n.name for n in plan.compute() if not n.dynamic}
+    deadline = time.monotonic() + timeout
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        try:
+            states = {n["name"]: n["state"] for n in slurm.nodes()}
+        except CloudHPCError:
+            states = {}
+        if want and all(states.get(n) == "idle" for n in want):
+            return
+        if not want and states is not None and slurm.ping():
+            return
+        time.sleep(0.02)
+    bad = sorted(n for n in want if states.get(n) != "idle")
+    shown = ", ".join(f"{n}={states.get(n, 'unknown')}" for n in bad[:5])
+    raise ProvisionError("wait for Slurm", f"nodes not idle after {timeout:.0f} s: {shown}",
+                         hint="see the slurmctld and slurmd logs under the cluster's logs/")
+
+
+def tear_down(plan: Plan, cdir: ClusterDir, provider: LocalProvider) -> None:
+    """Remove every node, link and file of the cluster; safe to run again and again."""
+    provider.terminate([n.name for n in plan.nodes])
+    provider.delete_network(plan)
+    left = provider.leftovers()
+    if left:
+        raise ProvisionError("down", f"namespaces still present: {', '.join(left)}",
+                             hint="run `cloudhpc down` again")
+    shutil.rmtree(cdir.root, ignore_errors=True)

@@ -1,0 +1,129 @@
+"""Per-node supervisor: runs inside the node's namespaces and keeps its daemons alive.
+
+Started by a provider as `nsenter --net=... unshare --mount --uts -- python -m
+cloudhpc.node.supervisor SPEC`. It names the host, bind-mounts the node's own files over the
+standard paths (so every node sees /etc/hosts, /shared, /scratch as in the cloud), then starts
+each daemon and restarts it when it exits. Deliberately imports only the standard library:
+it starts once per node and must start fast.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MS_BIND = 4096
+MS_REC = 16384
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+
+
+def bind(src: str, dst: str) -> None:
+    if _libc.mount(src.encode(), dst.encode(), None, MS_BIND | MS_REC, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bind mount {src} -> {dst}: {os.strerror(err)}")
+
+
+def _child_setup() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.setsid()
+
+
+class Daemon:
+    def __init__(self, spec: dict[str, Any], run_dir: Path, log_dir: Path) -> None:
+        self.name: str = spec["name"]
+        self.argv: list[str] = spec["argv"]
+        self.wait_for: str | None = spec.get("wait_for")
+        self.pidfile = run_dir / f"{self.name}.pid"
+        self.logfile = log_dir / f"{self.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.next_start = 0.0
+
+    def start(self, env: dict[str, str]) -> None:
+        with open(self.logfile, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env,
+                                         preexec_fn=_child_setup)
+        self.starts += 1
+        self.pidfile.write_text(f"{self.proc.pid}\n")
+        if self.wait_for:
+            deadline = time.monotonic() + 5
+            while not os.path.exists(self.wait_for) and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} supervisor: {msg}", flush=True)
+
+
+def main(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    node_dir = Path(spec["dir"])
+    run_dir, log_dir = node_dir / "run", node_dir / "logs"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    socket.sethostname(spec["hostname"])
+    for src, dst in spec["binds"]:
+        bind(src, dst)
+    signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+    env = dict(spec["env"])
+    daemons = [Daemon(d, run_dir, log_dir) for d in spec["daemons"]]
+    for d in daemons:
+        d.start(env)
+    (run_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
+    (run_dir / "ready").write_text("ok\n")
+    log(f"node {spec['hostname']} up with {[d.name for d in daemons]}")
+    return loop(daemons, env)
+
+
+def loop(daemons: list[Daemon], env: dict[str, str]) -> int:
+    while True:
+        pending = [d.next_start for d in daemons if d.next_start]
+        timeout = max(0.05, min(pending) - time.monotonic()) if pending else 30.0
+        info = signal.sigtimedwait(WATCHED, timeout)
+        if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
+            return stop(daemons)
+        now = time.monotonic()
+        for d in daemons:
+            code = d.exited()
+            if code is not None and not d.next_start:
+                backoff = min(5.0, 0.2 * 2 ** min(d.starts - 1, 5))
+                log(f"{d.name} exited with {code}; restarting in {backoff:.1f} s")
+                d.next_start = now + backoff
+            if d.next_start and now >= d.next_start:
+                d.next_start = 0.0
+                d.start(env)
+                log(f"{d.name} restarted (start #{d.starts}, pid {d.proc.pid if d.proc else 0})")
+
+
+def stop(daemons: list[Daemon]) -> int:
+    for d in reversed(daemons):
+        if d.proc and d.proc.poll() is None:
+            d.proc.terminate()
+    deadline = time.monotonic() + 5
+    for d in daemons:
+        if d.proc:
+            try:
+                d.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                d.proc.kill()
+    log("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

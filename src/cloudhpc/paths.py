@@ -1,0 +1,58 @@
+"""Where things live: the state directory (CLOUDHPC_HOME, default /var/lib/cloudhpc)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = "/var/lib/cloudhpc"
+
+
+def home() -> Path:
+    root = Path(os.environ.get("CLOUDHPC_HOME", DEFAULT_HOME))
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(root, 0o700)
+    return root
+
+
+@dataclass(frozen=True)
+class ClusterDir:
+    root: Path
+
+    @classmethod
+    def of(cls, name: str, base: Path | None = None) -> ClusterDir:
+        return cls((base or home()) / "clusters" / name)
+
+    def node(self, name: str) -> Path:
+        return self.root / "nodes" / name
+
+    @property
+    def shared(self) -> Path:
+        return self.root / "shared"
+
+    @property
+    def etc(self) -> Path:
+        return self.root / "etc"
+
+    @property
+    def slurm_etc(self) -> Path:
+        return self.root / "etc" / "slurm"
+
+    @property
+    def slurm_conf(self) -> Path:
+        return self.slurm_etc / "slurm.conf"
+
+    @property
+    def munge_key(self) -> Path:
+        return self.etc / "munge.key"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def host_path(self, node_path: str) -> Path | None:
+        """Map a cluster-wide path as a node sees it (/shared/...) to this machine's path."""
+        if node_path == "/shared" or node_path.startswith("/shared/"):
+            return self.shared / node_path[len("/shared/"):]
+        return None

@@ -1,0 +1,104 @@
+"""Template -> concrete plan: node names, addresses, partitions. Pure, no I/O."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+
+import hostlist
+
+from cloudhpc import sizes
+from cloudhpc.template.schema import Template
+
+
+class Role(enum.Enum):
+    HEAD = "head"
+    STORAGE = "storage"
+    COMPUTE = "compute"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    role: Role
+    address: str
+    cpus: int
+    nodeset: str = ""
+    dynamic: bool = False
+    size: str = ""
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    nodes: list[str]
+    default: bool
+
+    @property
+    def hostlist(self) -> str:
+        return str(hostlist.collect_hostlist(self.nodes))
+
+
+@dataclass(frozen=True)
+class Plan:
+    cluster: str
+    cidr: str
+    gateway: str
+    mtu: int
+    nodes: list[NodeSpec]
+    partitions: list[Partition]
+    short_id: str = field(default="")
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.ip_network(self.cidr).prefixlen
+
+    @property
+    def bridge(self) -> str:
+        return f"chb{self.short_id}"
+
+    @property
+    def head(self) -> NodeSpec:
+        return next(n for n in self.nodes if n.role is Role.HEAD)
+
+    def node(self, name: str) -> NodeSpec | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+    def static_nodes(self) -> list[NodeSpec]:
+        return [n for n in self.nodes if not n.dynamic]
+
+    def compute(self) -> list[NodeSpec]:
+        return [n for n in self.nodes if n.role is Role.COMPUTE]
+
+
+def short_id(cluster: str) -> str:
+    """Six hex digits naming the cluster's links (Linux allows 15 characters per name)."""
+    return hashlib.sha1(cluster.encode()).hexdigest()[:6]
+
+
+def local_cpus(size_name: str, cap: int) -> int:
+    size = sizes.lookup(size_name)
+    return min(size.vcpus if size else 1, cap)
+
+
+def make_plan(t: Template) -> Plan:
+    net = ipaddress.ip_network(t.network.cidr)
+    hosts = net.hosts()
+    gateway = str(next(hosts))
+    cap = t.local.cpu_cap
+    nodes = [
+        NodeSpec("head", Role.HEAD, str(next(hosts)), local_cpus(t.head.size, cap),
+                 size=t.head.size),
+        NodeSpec("storage", Role.STORAGE, str(next(hosts)), 1),
+    ]
+    partitions = []
+    for i, ns in enumerate(t.compute):
+        names = [f"{ns.name}-{k}" for k in range(1, ns.max + 1)]
+        for k, name in enumerate(names):
+            nodes.append(NodeSpec(name, Role.COMPUTE, str(next(hosts)),
+                                  local_cpus(ns.size, cap), ns.name, dynamic=k >= ns.min,
+                                  size=ns.size))
+        partitions.append(Partition(ns.name, names, default=i == 0))
+    return Plan(t.name, str(net), gateway, t.network.mtu, nodes, partitions, short_id(t.name))

@@ -1,0 +1,72 @@
+"""Processes of a namespace node: start its supervisor, find and stop everything inside."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from cloudhpc.runner import BASE_PATH
+
+
+def pids_in_netns(ns: str) -> list[int]:
+    """Every process whose network namespace is /run/netns/NS (like `ip netns pids`)."""
+    try:
+        target = os.stat(f"/run/netns/{ns}")
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            out.append(int(entry))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def start_supervisor(ns: str, argv: list[str], log: Path) -> None:
+    """Start the node's supervisor detached (setsid -f), so no caller has to reap it;
+    it writes its own pid file when ready."""
+    cmd = ["setsid", "-f", "nsenter", f"--net=/run/netns/{ns}", "--", "unshare", "--mount", "--uts",
+           "--propagation", "private", "--", *argv]
+    with open(log, "ab") as fh:
+        subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                       env={"PATH": BASE_PATH, "LANG": "C.UTF-8"}, check=True)
+
+
+def stop_namespaces(namespaces: list[str], grace: float = 3.0) -> None:
+    """SIGTERM every process in the namespaces, then SIGKILL what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = [p for ns in namespaces for p in pids_in_netns(ns)]
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 2.0)
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if alive(p)]
+            time.sleep(0.02)
+        if not pids:
+            return

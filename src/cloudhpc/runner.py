@@ -1,0 +1,76 @@
+"""The one seam through which every external command runs (ip, nsenter, Slurm, mount ...)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from cloudhpc.errors import CommandError, MissingPackageError
+
+# program -> Debian package that ships it
+PACKAGES = {
+    "ip": "iproute2",
+    "nsenter": "util-linux",
+    "unshare": "util-linux",
+    "slurmctld": "slurmctld",
+    "slurmd": "slurmd",
+    "sbatch": "slurm-client",
+    "squeue": "slurm-client",
+    "scontrol": "slurm-client",
+    "sinfo": "slurm-client",
+    "scancel": "slurm-client",
+    "munged": "munge",
+    "mungekey": "munge",
+    "mpirun": "openmpi-bin",
+}
+
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Result:
+    cmd: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Runner:
+    """Runs commands; raises CommandError (command, exit code, stdout, stderr) on failure."""
+
+    def run(
+        self,
+        cmd: Sequence[str],
+        *,
+        check: bool = True,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = 120,
+    ) -> Result:
+        argv = list(cmd)
+        full_env = {"PATH": BASE_PATH, "LANG": "C.UTF-8"}
+        if env:
+            full_env.update(env)
+        try:
+            proc = subprocess.run(
+                argv, input=input, capture_output=True, text=True, env=full_env, timeout=timeout
+            )
+        except FileNotFoundError:
+            raise MissingPackageError(argv[0], PACKAGES.get(argv[0], argv[0])) from None
+        except subprocess.TimeoutExpired as exc:
+            raise CommandError(argv, -1, "", f"timed out after {exc.timeout} s") from None
+        result = Result(argv, proc.returncode, proc.stdout, proc.stderr)
+        if check and proc.returncode != 0:
+            raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr)
+        return result
+
+
+def require_programs(names: Sequence[str]) -> None:
+    """Fail with one line naming the first missing program and how to install it."""
+    search = os.environ.get("PATH", "") + ":" + BASE_PATH
+    for name in names:
+        if shutil.which(name, path=search) is None:
+            raise MissingPackageError(name, PACKAGES.get(name, name))

@@ -1,0 +1,86 @@
+"""Load a template from YAML (keeping line numbers) or from Python objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from cloudhpc.errors import TemplateError
+from cloudhpc.template.findings import Finding, Level, from_pydantic
+from cloudhpc.template.schema import Template
+from cloudhpc.template.validate import validate_template
+
+Path_ = tuple[str | int, ...]
+
+
+def _line_map(node: yaml.Node, path: Path_, out: dict[Path_, int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            kpath = (*path, str(key.value))
+            out[kpath] = key.start_mark.line + 1
+            _line_map(value, kpath, out)
+            out[kpath] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, (*path, i), out)
+
+
+def parse_yaml(text: str, source: str = "<template>") -> tuple[Any, dict[Path_, int]]:
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TemplateError(
+            [Finding(Level.ERROR, (), f"not valid YAML: {problem}", "fix the YAML syntax", line)],
+            source,
+        ) from None
+    lines: dict[Path_, int] = {}
+    if root is not None:
+        _line_map(root, (), lines)
+    return yaml.safe_load(text), lines
+
+
+def check(data: Any, lines: dict[Path_, int] | None = None,
+          running: list[tuple[str, str]] | None = None) -> tuple[Template | None, list[Finding]]:
+    """Validate raw data; returns the model (if it parses) and every finding."""
+    lines = lines or {}
+    if not isinstance(data, dict):
+        return None, [Finding(Level.ERROR, (), "the template must be a mapping of keys",
+                              "start from examples/quickstart.yaml", 1)]
+    try:
+        model = Template.model_validate(data)
+    except ValidationError as exc:
+        return None, [from_pydantic(err, lines) for err in exc.errors()]
+    return model, validate_template(model, lines, running or [])
+
+
+def load(source: str | Path | dict[str, Any] | Template,
+         running: list[tuple[str, str]] | None = None) -> tuple[Template, list[Finding]]:
+    """Load and validate; raise TemplateError if any finding is an error."""
+    name = ""
+    lines: dict[Path_, int] = {}
+    if isinstance(source, Template):
+        data: Any = source.model_dump()
+    elif isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source)
+        name = str(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise TemplateError(
+                [Finding(Level.ERROR, (), f"cannot read template: {exc.strerror}",
+                         "check the path", None)], name) from None
+        data, lines = parse_yaml(text, name)
+    model, findings = check(data, lines, running)
+    errors = [f for f in findings if f.level is Level.ERROR]
+    if errors or model is None:
+        raise TemplateError(errors or findings, name)
+    return model, findings

@@ -1,0 +1,55 @@
+"""Template format, version 1: the shape and types only (cross-field checks live in validate.py)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Network(_Model):
+    cidr: str = Field("198.18.0.0/24", description="IPv4 network of the cluster (host holds .1)")
+    mtu: int = Field(65000, ge=1280, le=65535, description="MTU of the cluster network links")
+
+
+class Head(_Model):
+    size: str = Field("Standard_D4s_v5", description="Azure VM size of the head node")
+
+
+class SharedFS(_Model):
+    path: Literal["/shared"] = Field("/shared", description="mount point on every node")
+
+
+class Storage(_Model):
+    shared: SharedFS = Field(default_factory=SharedFS)
+
+
+class NodeSet(_Model):
+    name: str = Field(description="node set name; also its Slurm partition and node name prefix")
+    size: str = Field(description="Azure VM size, e.g. Standard_D4s_v5 or Standard_HB120rs_v3")
+    min: int = Field(0, ge=0, description="nodes that always exist (Slurm static nodes)")
+    max: int = Field(1, ge=1, description="largest number of nodes")
+    rdma: bool = Field(False, description="RDMA (InfiniBand) capable node set for MPI")
+
+
+class LocalProvider(_Model):
+    cpu_cap: int = Field(
+        16, ge=1, le=256,
+        description="most CPUs a local node declares to Slurm; a 120-vCPU size is emulated "
+        "with this many job slots so it still runs on a small machine",
+    )
+
+
+class Template(_Model):
+    version: Literal[1] = Field(description="template format version")
+    name: str = Field(description="cluster name: lowercase letters, digits, '-'; <= 20 chars")
+    provider: Literal["local", "azure"] = "local"
+    network: Network = Field(default_factory=Network)
+    head: Head = Field(default_factory=Head)
+    storage: Storage = Field(default_factory=Storage)
+    compute: list[NodeSet] = Field(min_length=1, description="compute node sets")
+    local: LocalProvider = Field(default_factory=LocalProvider)

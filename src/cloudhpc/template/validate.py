@@ -1,0 +1,142 @@
+"""Cross-field validators: small functions that return findings with a level and a fix."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterator
+
+from cloudhpc import sizes
+from cloudhpc.template.findings import Finding, Level, Loc, line_of
+from cloudhpc.template.schema import Template
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+NODESET_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+RESERVED_NODES = {"head", "storage"}
+FIXED_ADDRESSES = 3  # network, host gateway (.1), head, storage -> see plan.py
+Lines = dict[Loc, int]
+Validator = Callable[[Template, Lines, list[tuple[str, str]]], Iterator[Finding]]
+
+
+def _f(level: Level, path: Loc, msg: str, hint: str, lines: Lines) -> Finding:
+    return Finding(level, path, msg, hint, line_of(lines, path))
+
+
+def cluster_name(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator[Finding]:
+    if not NAME_RE.match(t.name) or t.name.endswith("-"):
+        yield _f(Level.ERROR, ("name",), f"bad cluster name {t.name!r}",
+                 "use 1-20 lowercase letters, digits or '-', starting with a letter", lines)
+
+
+def nodesets(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator[Finding]:
+    seen: dict[str, int] = {}
+    for i, ns in enumerate(t.compute):
+        base: Loc = ("compute", i)
+        if not NODESET_RE.match(ns.name) or ns.name in RESERVED_NODES:
+            yield _f(Level.ERROR, (*base, "name"), f"bad node set name {ns.name!r}",
+                     "use 1-12 lowercase letters or digits, starting with a letter "
+                     "('head' and 'storage' are reserved)", lines)
+        if ns.name in seen:
+            yield _f(Level.ERROR, (*base, "name"), f"duplicate node set name {ns.name!r} "
+                     f"(also compute[{seen[ns.name]}])", "give every node set its own name",
+                     lines)
+        seen.setdefault(ns.name, i)
+        if ns.min > ns.max:
+            yield _f(Level.ERROR, (*base, "max"), f"must be >= min (got {ns.max} < {ns.min})",
+                     f"set max to at least {ns.min}, or lower min", lines)
+        if ns.max > ns.min:
+            yield _f(Level.WARNING, (*base, "max"),
+                     f"{ns.max - ns.min} node(s) above min are autoscaled (Slurm CLOUD nodes); "
+                     "this version creates only the min static nodes",
+                     "set min equal to max for a fixed node set", lines)
+
+
+def vm_sizes(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator[Finding]:
+    items: list[tuple[Loc, str, bool]] = [(("head", "size"), t.head.size, False)]
+    items += [(("compute", i, "size"), ns.size, ns.rdma) for i, ns in enumerate(t.compute)]
+    for path, name, rdma in items:
+        size = sizes.lookup(name)
+        if size is None:
+            near = sizes.suggest(name)
+            hint = f"did you mean '{near}'?" if near else "run `cloudhpc sizes` for the list"
+            yield _f(Level.ERROR, path, f"unknown VM size {name!r}", hint, lines)
+        elif rdma and not size.rdma:
+            yield _f(Level.ERROR, path, f"{name} has no RDMA (InfiniBand) but rdma: true",
+                     "use an HB/HC/HX size such as Standard_HB120rs_v3, or set rdma: false",
+                     lines)
+
+
+def _network(t: Template) -> ipaddress.IPv4Network | None:
+    try:
+        net = ipaddress.ip_network(t.network.cidr, strict=True)
+    except ValueError:
+        return None
+    return net if isinstance(net, ipaddress.IPv4Network) else None
+
+
+def network(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator[Finding]:
+    path: Loc = ("network", "cidr")
+    net = _network(t)
+    if net is None:
+        yield _f(Level.ERROR, path, f"not an IPv4 network: {t.network.cidr!r}",
+                 "write it like 198.18.0.0/24 (host bits zero)", lines)
+        return
+    needed = FIXED_ADDRESSES + sum(ns.max for ns in t.compute)
+    usable = net.num_addresses - 2
+    if needed > usable:
+        prefix = 32
+        while (2 ** (32 - prefix)) - 2 < needed:
+            prefix -= 1
+        yield _f(Level.ERROR, path, f"too small: {usable} usable addresses, the host, head, "
+                 f"storage and all max nodes need {needed}", f"use a /{prefix} or larger", lines)
+    for other, cidr in running:
+        if other != t.name and net.overlaps(ipaddress.ip_network(cidr)):
+            yield _f(Level.ERROR, path, f"overlaps cluster '{other}' ({cidr})",
+                     "pick another range, e.g. the next /24 in 198.18.0.0/15", lines)
+
+
+def routes(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator[Finding]:
+    """The network must not overlap a route of this machine (other than our own clusters)."""
+    net = _network(t)
+    if net is None or t.provider != "local":
+        return
+    ours = {ipaddress.ip_network(c) for _, c in running}
+    for dest, dev in host_routes():
+        if dest.prefixlen == 0 or dest in ours or dev.startswith("chb"):
+            continue
+        if net.overlaps(dest):
+            yield _f(Level.ERROR, ("network", "cidr"),
+                     f"overlaps this machine's route {dest} (dev {dev})",
+                     "pick a range no local interface uses, e.g. in 198.18.0.0/15", lines)
+
+
+def host_routes() -> list[tuple[ipaddress.IPv4Network, str]]:
+    out = []
+    try:
+        with open("/proc/net/route") as fh:
+            next(fh)
+            for row in fh:
+                dev, dest, _gw, _fl, _a, _b, _c, mask = row.split()[:8]
+                d = ipaddress.IPv4Address(bytes.fromhex(dest)[::-1])
+                m = ipaddress.IPv4Address(bytes.fromhex(mask)[::-1])
+                out.append((ipaddress.IPv4Network(f"{d}/{m}", strict=False), dev))
+    except OSError:
+        pass
+    return out
+
+
+VALIDATORS: dict[str, Validator] = {
+    "cluster_name": cluster_name,
+    "nodesets": nodesets,
+    "vm_sizes": vm_sizes,
+    "network": network,
+    "routes": routes,
+}
+
+
+def validate_template(t: Template, lines: Lines,
+                      running: list[tuple[str, str]]) -> list[Finding]:
+    findings: list[Finding] = []
+    for validator in VALIDATORS.values():
+        findings.extend(validator(t, lines, running))
+    return findings
