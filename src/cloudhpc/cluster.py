@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudhpc import lifecycle
-from cloudhpc.errors import ClusterExists, ClusterNotFound, CloudHPCError, NodeNotFound
+from cloudhpc.errors import CloudHPCError, ClusterExists, ClusterNotFound, NodeNotFound
 from cloudhpc.jobs import service as jobs_service
 from cloudhpc.jobs.model import Job
 from cloudhpc.paths import ClusterDir
@@ -76,13 +76,14 @@ class Cluster:
         return cls(record, store)
 
     @staticmethod
-    def list(store: Store | None = None) -> list[ClusterRecord]:
+    def known(store: Store | None = None) -> list[ClusterRecord]:
         return (store or Store()).clusters()
 
     # -- lifecycle ----------------------------------------------------------------------
     @classmethod
     def up(cls, source: str | Path | dict[str, Any] | Template,
-           progress: lifecycle.Progress | None = None, store: Store | None = None) -> Cluster:
+           progress: lifecycle.Progress | None = None, store: Store | None = None,
+           runner: Runner | None = None) -> Cluster:
         lifecycle.check_host()
         store = store or Store()
         with lifecycle.host_lock():
@@ -95,12 +96,12 @@ class Cluster:
                     raise ClusterExists(
                         f"cluster '{template.name}' already exists with another template",
                         hint=f"run `cloudhpc down -c {template.name}` first, or pick a new name")
-                cluster = cls(existing, store)
+                cluster = cls(existing, store, runner)
                 if existing.status == "running" and cluster.healthy():
                     return cluster
             store.put_cluster(template.name, template.provider, "creating", data,
                               template.network.cidr)
-            cluster = cls(store.cluster(template.name), store)  # type: ignore[arg-type]
+            cluster = cls(store.cluster(template.name), store, runner)  # type: ignore[arg-type]
             try:
                 lifecycle.bring_up(cluster.plan, cluster.dir, cluster.provider, cluster.slurm,
                                    progress or lifecycle._noop)
@@ -175,8 +176,8 @@ class Cluster:
                                    ntasks_per_node=ntasks_per_node, partition=partition,
                                    name=name, wait=wait, timeout=timeout)
 
-    def jobs(self, all: bool = False) -> list[Job]:
-        return jobs_service.list_jobs(self, include_history=all)
+    def jobs(self, history: bool = False) -> list[Job]:
+        return jobs_service.list_jobs(self, include_history=history)
 
     def job(self, job_id: int) -> Job:
         return jobs_service.get_job(self, job_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class CloudHPCError(Exception):
     """Root of every error cloudhpc raises on purpose."""
@@ -21,7 +23,7 @@ class CloudHPCError(Exception):
 class TemplateError(CloudHPCError):
     """The template is invalid; carries every finding."""
 
-    def __init__(self, findings: list[object], source: str = "") -> None:
+    def __init__(self, findings: Sequence[object], source: str = "") -> None:
         self.findings = findings
         self.source = source
         first = findings[0] if findings else "invalid template"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,7 +13,7 @@ from cloudhpc.cluster import Cluster
 from cloudhpc.jobs.model import Job
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-ClusterOpt = Annotated[Optional[str], typer.Option("-c", "--cluster",  # noqa: UP007
+ClusterOpt = Annotated[str | None, typer.Option("-c", "--cluster",  # noqa: UP007
                                                    help="cluster name (optional if only one)")]
 
 
@@ -35,12 +35,12 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def submit(
         script: Path,
-        nodes: Annotated[Optional[int], typer.Option(help="number of nodes")] = None,  # noqa: UP007
-        ntasks_per_node: Annotated[Optional[int],  # noqa: UP007
+        nodes: Annotated[int | None, typer.Option(help="number of nodes")] = None,  # noqa: UP007
+        ntasks_per_node: Annotated[int | None,  # noqa: UP007
                                    typer.Option(help="tasks (MPI ranks) per node")] = None,
-        partition: Annotated[Optional[str],  # noqa: UP007
+        partition: Annotated[str | None,  # noqa: UP007
                              typer.Option(help="partition (= node set)")] = None,
-        name: Annotated[Optional[str], typer.Option(help="job name")] = None,  # noqa: UP007
+        name: Annotated[str | None, typer.Option(help="job name")] = None,  # noqa: UP007
         wait: Annotated[bool, typer.Option(help="wait for the end; print the output")] = False,
         cluster: ClusterOpt = None,
         as_json: JsonOpt = False,
@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
                  ) -> None:
         """Queued, running and recently finished jobs."""
         c = Cluster.get(cluster)
-        found = c.jobs(all=all)
+        found = c.jobs(history=all)
         if as_json:
             emit_json([j.as_dict() for j in found])
             return

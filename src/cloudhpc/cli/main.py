@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,7 +25,7 @@ app = typer.Typer(help="Declare an HPC cluster once; bring it up locally or on A
 jobs_cli.register(app)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-ClusterOpt = Annotated[Optional[str], typer.Option("-c", "--cluster",  # noqa: UP007
+ClusterOpt = Annotated[str | None, typer.Option("-c", "--cluster",  # noqa: UP007
                                                    help="cluster name (optional if only one)")]
 
 
@@ -95,13 +95,13 @@ def up(template: Path, as_json: JsonOpt = False) -> None:
         emit_json({"cluster": cluster.name, "nodes": [n.as_dict() for n in nodes]})
         return
     out.print(f"cluster [bold]{cluster.name}[/bold] is up: "
-              f"{sum(1 for n in nodes if n.role == 'compute' and n.state == 'idle')} compute "
+              f"{len([n for n in nodes if n.role == 'compute' and n.state == 'idle'])} compute "
               f"node(s) idle. Try: cloudhpc submit examples/jobs/mpi_pi.sh --nodes 2 --wait")
 
 
 @app.command()
 def down(cluster: ClusterOpt = None,
-         name: Annotated[Optional[str], typer.Argument(help="cluster name")] = None,  # noqa: UP007
+         name: Annotated[str | None, typer.Argument(help="cluster name")] = None,  # noqa: UP007
          ) -> None:
     """Remove a cluster and everything it created (idempotent; also after a crashed up)."""
     target = name or cluster
@@ -117,7 +117,7 @@ def down(cluster: ClusterOpt = None,
 @app.command("list")
 def list_clusters(as_json: JsonOpt = False) -> None:
     """List the clusters on this machine."""
-    records = Cluster.list()
+    records = Cluster.known()
     if as_json:
         emit_json([{"name": r.name, "provider": r.provider, "status": r.status,
                     "network": r.cidr} for r in records])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -60,10 +61,8 @@ def stop_namespaces(namespaces: list[str], grace: float = 3.0) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         pids = [p for ns in namespaces for p in pids_in_netns(ns)]
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 2.0)
         while pids and time.monotonic() < deadline:
             pids = [p for p in pids if alive(p)]

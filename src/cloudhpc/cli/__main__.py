@@ -1,0 +1,3 @@
+from cloudhpc.cli.main import run
+
+run()

@@ -1,0 +1,98 @@
+"""Real local clusters for the integration tests; everything they create is removed, even
+when a test fails (the session ends with a sweep of every test namespace and bridge)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudhpc.cluster import Cluster
+from cloudhpc.plan import short_id
+from cloudhpc.state import Store
+
+PREFIX = "t-"
+TEST_CLUSTERS = ["t-main", "t-two", "t-fail", "t-heal", "t-cli"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.geteuid() != 0:
+        for item in items:
+            if "integration" in str(item.fspath):
+                item.add_marker(pytest.mark.skip(reason="integration tests need root"))
+
+
+def template(name: str, cidr: str, nodeset: str = "hpc", count: int = 2,
+             size: str = "Standard_D4s_v5") -> dict[str, Any]:
+    return {"version": 1, "name": name, "network": {"cidr": cidr},
+            "compute": [{"name": nodeset, "size": size, "min": count, "max": count}]}
+
+
+def sweep() -> None:
+    """Kill and delete whatever a test cluster may have left (namespaces, links)."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        ns = line.split()[0] if line.strip() else ""
+        if not ns.startswith(PREFIX):
+            continue
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                              text=True).stdout.split()
+        for pid in pids:
+            subprocess.run(["kill", "-9", pid], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    for name in TEST_CLUSTERS:
+        sid = short_id(name)
+        links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True,
+                               text=True).stdout
+        for row in links.splitlines():
+            link = row.split(":")[1].strip().split("@")[0]
+            if link.startswith((f"chb{sid}", f"chv{sid}")):
+                subprocess.run(["ip", "link", "del", link], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("cloudhpc-home")
+    old = os.environ.get("CLOUDHPC_HOME")
+    os.environ["CLOUDHPC_HOME"] = str(root)
+    try:
+        yield root
+    finally:
+        for record in Store(root / "state.db").clusters():
+            try:
+                Cluster(record, Store(root / "state.db")).down()
+            except Exception as exc:  # noqa: BLE001 - keep cleaning
+                print(f"cleanup of {record.name} failed: {exc}")
+        sweep()
+        if old is None:
+            os.environ.pop("CLOUDHPC_HOME", None)
+        else:
+            os.environ["CLOUDHPC_HOME"] = old
+        left = [ln for ln in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                            text=True).stdout.splitlines()
+                if ln.startswith(PREFIX)]
+        assert not left, f"test namespaces left behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def cluster(home: Path) -> Iterator[Cluster]:
+    """One shared two-node cluster for the tests that do not break it."""
+    c = Cluster.up(template("t-main", "198.19.10.0/24"))
+    try:
+        yield c
+    finally:
+        c.down()
+
+
+@pytest.fixture()
+def scratch_cluster(home: Path) -> Iterator[Cluster]:
+    """A throw-away two-node cluster for tests that kill things."""
+    c = Cluster.up(template("t-heal", "198.19.12.0/24", nodeset="heal"))
+    try:
+        yield c
+    finally:
+        c.down()

@@ -1,0 +1,65 @@
+"""Plan and slurm.conf rendering: pure, checked against golden text."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cloudhpc.node.bootstrap import hosts_file
+from cloudhpc.plan import Role, make_plan
+from cloudhpc.slurm.conf import SlurmPaths, render
+from cloudhpc.template import Template
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def template(**over: object) -> Template:
+    data: dict[str, object] = {
+        "version": 1, "name": "demo",
+        "compute": [
+            {"name": "hpc", "size": "Standard_D4s_v5", "min": 4, "max": 4},
+            {"name": "mpi", "size": "Standard_HB120rs_v3", "min": 2, "max": 3, "rdma": True},
+        ],
+    }
+    data.update(over)
+    return Template.model_validate(data)
+
+
+def test_plan_names_and_addresses() -> None:
+    plan = make_plan(template())
+    assert [n.name for n in plan.nodes] == [
+        "head", "storage", "hpc-1", "hpc-2", "hpc-3", "hpc-4", "mpi-1", "mpi-2", "mpi-3"]
+    assert plan.gateway == "198.18.0.1"
+    assert plan.head.address == "198.18.0.2"
+    assert plan.node("mpi-3").address == "198.18.0.10"  # type: ignore[union-attr]
+    assert [n.dynamic for n in plan.compute()] == [False] * 6 + [True]
+    assert plan.partitions[0].hostlist == "hpc-[1-4]"
+    assert plan.partitions[1].default is False
+    assert len(plan.bridge) <= 15
+
+
+@pytest.mark.parametrize(("size", "cap", "cpus"), [
+    ("Standard_HB120rs_v3", 16, 16), ("Standard_D4s_v5", 16, 4), ("Standard_HB120rs_v3", 64, 64),
+])
+def test_local_cpu_cap(size: str, cap: int, cpus: int) -> None:
+    t = template(compute=[{"name": "a", "size": size, "min": 1, "max": 1}],
+                 local={"cpu_cap": cap})
+    assert make_plan(t).compute()[0].cpus == cpus
+
+
+def test_slurm_conf_golden() -> None:
+    text = render(make_plan(template()), SlurmPaths("/var/lib/cloudhpc/clusters/demo"))
+    golden = GOLDEN / "slurm.conf"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_hosts_file_lists_every_node() -> None:
+    plan = make_plan(template())
+    text = hosts_file(plan)
+    assert "198.18.0.2\thead" in text
+    assert "198.18.0.10\tmpi-3" in text
+    assert plan.nodes[0].role is Role.HEAD
