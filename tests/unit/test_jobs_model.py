@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloudhpc.jobs.model import JobState, from_jobcomp, from_squeue, slurm_state
+from cloudhpc.jobs.model import JobState, from_keyvalues, from_squeue, slurm_state
 
 
 def test_from_squeue() -> None:
@@ -17,11 +17,11 @@ def test_from_squeue() -> None:
     assert not job.done
 
 
-def test_from_jobcomp() -> None:
+def test_from_keyvalues() -> None:
     line = ("JobId=2 UserId=root(0) GroupId=root(0) Name=mpi-pi JobState=FAILED Partition=hpc "
             "TimeLimit=UNLIMITED StartTime=2026-11-24T10:42:14 EndTime=2026-11-24T10:42:15 "
             "NodeList=hpc-[1-2] NodeCnt=2 ProcCnt=4 WorkDir=/shared/jobs ExitCode=3:0")
-    job = from_jobcomp(line)
+    job = from_keyvalues(line)
     assert (job.job_id, job.state, job.exit_code, job.user) == (2, JobState.FAILED, 3, "root")
     assert job.end_time - job.start_time == 1
     assert job.done
@@ -34,3 +34,14 @@ def test_from_jobcomp() -> None:
 ])
 def test_state_table(raw: str, state: JobState) -> None:
     assert slurm_state(raw) is state
+
+
+def test_from_scontrol_line() -> None:
+    line = ("JobId=5 JobName=pi UserId=root(0) JobState=PENDING Reason=Resources "
+            "ExitCode=0:0 SubmitTime=2026-11-24T10:44:26 StartTime=Unknown EndTime=Unknown "
+            "Partition=hpc NodeList=(null) NumNodes=2-2 NumTasks=4 "
+            "StdOut=/shared/jobs/a/slurm-5.out WorkDir=/shared/jobs/a")
+    job = from_keyvalues(line)
+    assert (job.name, job.state, job.reason, job.node_count) == ("pi", JobState.PENDING,
+                                                                 "Resources", 2)
+    assert job.nodes == "" and job.start_time == 0 and job.stdout.endswith("slurm-5.out")

@@ -84,26 +84,25 @@ def from_squeue(raw: dict[str, Any]) -> Job:
 
 
 def _epoch(stamp: str) -> float:
-    if not stamp or stamp in ("Unknown", "None"):
+    if not stamp or stamp in ("Unknown", "None", "N/A"):
         return 0.0
     # Slurm writes local time
     return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
 
 
-def from_jobcomp(line: str) -> Job:
-    """A finished job from Slurm's jobcomp/filetxt record (`Key=Value` pairs)."""
-    fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
-    code = fields.get("ExitCode", "0:0").split(":")[0]
-    user = fields.get("UserId", "").split("(")[0]
+def from_keyvalues(line: str) -> Job:
+    """A job from `Key=Value` text: Slurm's jobcomp/filetxt record or `scontrol -o show job`."""
+    f = dict(item.split("=", 1) for item in line.split() if "=" in item)
+    code = f.get("ExitCode", "0:0").split(":")[0]
+    reason = f.get("Reason", "")
     return Job(
-        job_id=int(fields["JobId"]), name=fields.get("Name", ""),
-        state=slurm_state(fields.get("JobState", "")), reason="",
-        partition=fields.get("Partition", ""), nodes=fields.get("NodeList", ""),
-        node_count=int(fields.get("NodeCnt", "0") or 0),
-        tasks=int(fields.get("ProcCnt", "0") or 0), user=user,
-        submit_time=_epoch(fields.get("SubmitTime", "")),
-        start_time=_epoch(fields.get("StartTime", "")),
-        end_time=_epoch(fields.get("EndTime", "")),
-        exit_code=int(code) if code.isdigit() else 0, stdout="",
-        workdir=fields.get("WorkDir", ""),
+        job_id=int(f["JobId"]), name=f.get("JobName", f.get("Name", "")),
+        state=slurm_state(f.get("JobState", "")), reason="" if reason == "None" else reason,
+        partition=f.get("Partition", ""), nodes=f.get("NodeList", "").replace("(null)", ""),
+        node_count=int(f.get("NumNodes", f.get("NodeCnt", "0")).split("-")[0] or 0),
+        tasks=int(f.get("NumTasks", f.get("ProcCnt", "0")) or 0),
+        user=f.get("UserId", "").split("(")[0],
+        submit_time=_epoch(f.get("SubmitTime", "")), start_time=_epoch(f.get("StartTime", "")),
+        end_time=_epoch(f.get("EndTime", "")), exit_code=int(code) if code.isdigit() else 0,
+        stdout=f.get("StdOut", ""), workdir=f.get("WorkDir", ""),
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloudhpc.errors import CommandError, JobError
-from cloudhpc.jobs.model import Job, from_jobcomp, from_squeue
+from cloudhpc.jobs.model import Job, from_keyvalues, from_squeue
 from cloudhpc.slurm.conf import SlurmPaths
 from cloudhpc.state import JobRecord
 
@@ -78,13 +78,13 @@ def _history(cluster: Cluster) -> list[Job]:
     path = Path(SlurmPaths(str(cluster.dir.root)).jobcomp)
     if not path.exists():
         return []
-    return [from_jobcomp(line) for line in path.read_text().splitlines() if "JobId=" in line]
+    return [from_keyvalues(line) for line in path.read_text().splitlines() if "JobId=" in line]
 
 
 def get_job(cluster: Cluster, job_id: int) -> Job:
-    found = cluster.slurm.jobs([job_id])
-    if found:
-        return from_squeue(found[0])
+    line = cluster.slurm.job_line(job_id)
+    if line:
+        return from_keyvalues(line)
     for job in _history(cluster):
         if job.job_id == job_id:
             record = cluster.store.job(cluster.name, job_id)

@@ -36,6 +36,16 @@ class SlurmClient:
             jobs = [j for j in jobs if j.get("job_id") in wanted]
         return jobs
 
+    def job_line(self, job_id: int) -> str | None:
+        """One job as `scontrol -o show job` prints it (cheap: one job, not the queue)."""
+        try:
+            out = self.exec_head(["scontrol", "-o", "show", "job", str(job_id)]).stdout
+        except CommandError as exc:
+            if "Invalid job id" in exc.stderr:
+                return None
+            raise
+        return out.strip() or None
+
     def sbatch(self, options: list[str], script: str) -> int:
         out = self.exec_head(["sbatch", "--parsable", *options, script]).stdout.strip()
         match = re.match(r"^(\d+)", out)

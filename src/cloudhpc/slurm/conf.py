@@ -61,6 +61,9 @@ JobCompType=jobcomp/filetxt
 JobCompLoc={jobcomp}
 MpiDefault=none
 SchedulerType=sched/backfill
+# Start queued jobs as soon as slots free up instead of batching scheduler passes: with
+# trivial jobs this lifted completed jobs/s from ~32-43 to ~46 (bench/throughput.py).
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SlurmdParameters=config_overrides
