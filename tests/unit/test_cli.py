@@ -86,3 +86,14 @@ def test_no_cluster_is_one_clear_line(tmp_path: Path) -> None:
     res = cli("status", home=tmp_path)
     assert res.returncode == 1
     assert "no cluster exists" in res.stderr and "hint: create one" in res.stderr
+
+
+def test_missing_program_names_package() -> None:
+    from cloudhpc.errors import MissingPackageError
+    from cloudhpc.runner import PACKAGES, require_programs
+
+    PACKAGES["no-such-prog"] = "no-such-package"
+    with pytest.raises(MissingPackageError) as info:
+        require_programs(["sh", "no-such-prog"])
+    assert "no-such-package" in str(info.value)
+    assert "apt-get install -y no-such-package" in info.value.hint
