@@ -39,9 +39,9 @@ def test_state_table(raw: str, state: JobState) -> None:
 def test_from_scontrol_line() -> None:
     line = ("JobId=5 JobName=pi UserId=root(0) JobState=PENDING Reason=Resources "
             "ExitCode=0:0 SubmitTime=2026-11-24T10:44:26 StartTime=Unknown EndTime=Unknown "
-            "Partition=hpc NodeList=(null) NumNodes=2-2 NumTasks=4 "
+            "Partition=hpc NodeList=(null) NumNodes=2-2 NumTasks=N/A "
             "StdOut=/shared/jobs/a/slurm-5.out WorkDir=/shared/jobs/a")
     job = from_keyvalues(line)
     assert (job.name, job.state, job.reason, job.node_count) == ("pi", JobState.PENDING,
                                                                  "Resources", 2)
-    assert job.nodes == "" and job.start_time == 0 and job.stdout.endswith("slurm-5.out")
+    assert job.nodes == "" and job.start_time == 0 and job.tasks == 0 and job.stdout.endswith("slurm-5.out")

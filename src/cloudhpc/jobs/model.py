@@ -90,6 +90,11 @@ def _epoch(stamp: str) -> float:
     return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
 
 
+def _int(text: str) -> int:
+    """Slurm prints N/A, (null) or a range where a count is not known yet."""
+    return int(text) if text.isdigit() else 0
+
+
 def from_keyvalues(line: str) -> Job:
     """A job from `Key=Value` text: Slurm's jobcomp/filetxt record or `scontrol -o show job`."""
     f = dict(item.split("=", 1) for item in line.split() if "=" in item)
@@ -99,10 +104,10 @@ def from_keyvalues(line: str) -> Job:
         job_id=int(f["JobId"]), name=f.get("JobName", f.get("Name", "")),
         state=slurm_state(f.get("JobState", "")), reason="" if reason == "None" else reason,
         partition=f.get("Partition", ""), nodes=f.get("NodeList", "").replace("(null)", ""),
-        node_count=int(f.get("NumNodes", f.get("NodeCnt", "0")).split("-")[0] or 0),
-        tasks=int(f.get("NumTasks", f.get("ProcCnt", "0")) or 0),
+        node_count=_int(f.get("NumNodes", f.get("NodeCnt", "0")).split("-")[0]),
+        tasks=_int(f.get("NumTasks", f.get("ProcCnt", "0"))),
         user=f.get("UserId", "").split("(")[0],
         submit_time=_epoch(f.get("SubmitTime", "")), start_time=_epoch(f.get("StartTime", "")),
-        end_time=_epoch(f.get("EndTime", "")), exit_code=int(code) if code.isdigit() else 0,
+        end_time=_epoch(f.get("EndTime", "")), exit_code=_int(code),
         stdout=f.get("StdOut", ""), workdir=f.get("WorkDir", ""),
     )
