@@ -44,4 +44,5 @@ def test_from_scontrol_line() -> None:
     job = from_keyvalues(line)
     assert (job.name, job.state, job.reason, job.node_count) == ("pi", JobState.PENDING,
                                                                  "Resources", 2)
-    assert job.nodes == "" and job.start_time == 0 and job.tasks == 0 and job.stdout.endswith("slurm-5.out")
+    assert job.nodes == "" and job.start_time == 0 and job.tasks == 0
+    assert job.stdout.endswith("slurm-5.out")
