@@ -97,14 +97,18 @@ class Cluster:
                         f"cluster '{template.name}' already exists with another template",
                         hint=f"run `cloudhpc down -c {template.name}` first, or pick a new name")
                 cluster = cls(existing, store, runner)
-                if existing.status == "running" and cluster.healthy():
+                if existing.status == "running":
+                    if not cluster.healthy():  # repair: relaunch what is missing
+                        lifecycle.bring_up(cluster.plan, cluster.dir, cluster.provider,
+                                           cluster.slurm, template.model_dump_json(),
+                                           progress or lifecycle._noop, cleanup=False)
                     return cluster
             store.put_cluster(template.name, template.provider, "creating", data,
                               template.network.cidr)
             cluster = cls(store.cluster(template.name), store, runner)  # type: ignore[arg-type]
             try:
                 lifecycle.bring_up(cluster.plan, cluster.dir, cluster.provider, cluster.slurm,
-                                   progress or lifecycle._noop)
+                                   template.model_dump_json(), progress or lifecycle._noop)
             except BaseException:
                 store.delete_cluster(template.name)
                 raise
@@ -119,7 +123,8 @@ class Cluster:
 
     def healthy(self) -> bool:
         nodes = self.provider.nodes()
-        return all(nodes[n.name].state is NodeState.RUNNING for n in self.plan.static_nodes())
+        return self.provider.api_running() and all(
+            nodes[n.name].state is NodeState.RUNNING for n in self.plan.static_nodes())
 
     # -- nodes --------------------------------------------------------------------------
     def node_argv(self, node: str, argv: Sequence[str]) -> list[str]:
@@ -145,8 +150,9 @@ class Cluster:
         provider = self.provider.nodes()
         try:
             slurm = {n["name"]: n for n in self.slurm.nodes()}
+            answered = True
         except CloudHPCError:
-            slurm = {}
+            slurm, answered = {}, False
         out = []
         for spec in self.plan.nodes:
             info = provider[spec.name]
@@ -161,7 +167,7 @@ class Cluster:
                     reason = raw.get("reason", "")
                 elif info.state is NodeState.ABSENT:
                     state, reason = "down", "node does not exist"
-            elif spec.role is Role.HEAD and info.state is NodeState.RUNNING and not slurm:
+            elif spec.role is Role.HEAD and info.state is NodeState.RUNNING and not answered:
                 state, reason = "down", "slurmctld does not answer"
             out.append(NodeStatus(spec.name, spec.role.value, spec.nodeset, spec.address,
                                   state, spec.cpus, reason))

@@ -20,7 +20,8 @@ from cloudhpc.slurm.client import SlurmClient
 Progress = Callable[[str, int, int], None]
 LOCAL_PROGRAMS = ["ip", "nsenter", "unshare", "setsid", "munged", "slurmctld", "slurmd",
                   "sbatch", "squeue", "sinfo", "scontrol", "scancel", "mpirun"]
-STEPS = ["write configuration", "create network", "boot nodes", "wait for Slurm"]
+STEPS = ["write configuration", "create network", "start control plane", "boot nodes",
+         "wait for Slurm"]
 
 
 def check_host() -> None:
@@ -45,24 +46,28 @@ def _noop(step: str, done: int, total: int) -> None:
 
 
 def bring_up(plan: Plan, cdir: ClusterDir, provider: LocalProvider, slurm: SlurmClient,
-             progress: Progress = _noop, timeout: float = 60.0) -> None:
-    """Run each step; on any failure (or Ctrl-C) remove everything, then re-raise."""
+             template_json: str, progress: Progress = _noop, timeout: float = 60.0,
+             cleanup: bool = True) -> None:
+    """Run each step; on any failure (or Ctrl-C) remove everything (unless repairing a
+    cluster that already ran: `cleanup=False`), then re-raise."""
     step = STEPS[0]
     try:
-        progress(step, 0, len(STEPS))
-        bootstrap.write_cluster_files(plan, cdir)
-        step = STEPS[1]
-        progress(step, 1, len(STEPS))
-        provider.create_network(plan)
-        step = STEPS[2]
-        progress(step, 2, len(STEPS))
-        provider.launch(plan.static_nodes())
-        step = STEPS[3]
-        progress(step, 3, len(STEPS))
-        wait_idle(plan, slurm, timeout)
-        progress("ready", 4, len(STEPS))
+        for number, step in enumerate(STEPS):
+            progress(step, number, len(STEPS))
+            if number == 0:
+                bootstrap.write_cluster_files(plan, cdir, template_json)
+            elif number == 1:
+                provider.create_network(plan)
+            elif number == 2:
+                provider.start_api()
+            elif number == 3:
+                provider.launch(plan.static_nodes())
+            else:
+                wait_idle(plan, slurm, timeout)
+        progress("ready", len(STEPS), len(STEPS))
     except BaseException as exc:
-        tear_down(plan, cdir, provider)
+        if cleanup:
+            tear_down(plan, cdir, provider)
         if isinstance(exc, ProvisionError):
             raise
         if isinstance(exc, CloudHPCError):
@@ -94,7 +99,11 @@ def wait_idle(plan: Plan, slurm: SlurmClient, timeout: float) -> None:
 
 
 def tear_down(plan: Plan, cdir: ClusterDir, provider: LocalProvider) -> None:
-    """Remove every node, link and file of the cluster; safe to run again and again."""
+    """Remove every node, link and file of the cluster; safe to run again and again.
+    The head goes first (its reconciler must not relaunch what is being removed), then the
+    control plane, then everything else."""
+    provider.terminate([plan.head.name])
+    provider.stop_api()
     provider.terminate([n.name for n in plan.nodes])
     provider.delete_network(plan)
     left = provider.leftovers()

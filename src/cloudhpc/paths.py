@@ -48,6 +48,14 @@ class ClusterDir:
         return self.etc / "munge.key"
 
     @property
+    def control(self) -> Path:
+        return self.root / "control"
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

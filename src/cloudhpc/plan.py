@@ -42,6 +42,21 @@ class Partition:
 
 
 @dataclass(frozen=True)
+class NodeSetPlan:
+    name: str
+    partition: str
+    min: int
+    max: int
+    idle_timeout: int
+    resume_timeout: int
+    weight: int
+
+    @property
+    def dynamic(self) -> bool:
+        return self.max > self.min
+
+
+@dataclass(frozen=True)
 class Plan:
     cluster: str
     cidr: str
@@ -50,6 +65,7 @@ class Plan:
     nodes: list[NodeSpec]
     partitions: list[Partition]
     short_id: str = field(default="")
+    nodesets: list[NodeSetPlan] = field(default_factory=list)
 
     @property
     def prefixlen(self) -> int:
@@ -72,6 +88,13 @@ class Plan:
     def compute(self) -> list[NodeSpec]:
         return [n for n in self.nodes if n.role is Role.COMPUTE]
 
+    def nodeset(self, name: str) -> NodeSetPlan:
+        return next(s for s in self.nodesets if s.name == name)
+
+    @property
+    def autoscaled(self) -> bool:
+        return any(s.dynamic for s in self.nodesets)
+
 
 def short_id(cluster: str) -> str:
     """Six hex digits naming the cluster's links (Linux allows 15 characters per name)."""
@@ -93,12 +116,19 @@ def make_plan(t: Template) -> Plan:
                  size=t.head.size),
         NodeSpec("storage", Role.STORAGE, str(next(hosts)), 1),
     ]
-    partitions = []
+    members: dict[str, list[str]] = {}
+    sets = []
     for i, ns in enumerate(t.compute):
         names = [f"{ns.name}-{k}" for k in range(1, ns.max + 1)]
         for k, name in enumerate(names):
             nodes.append(NodeSpec(name, Role.COMPUTE, str(next(hosts)),
                                   local_cpus(ns.size, cap), ns.name, dynamic=k >= ns.min,
                                   size=ns.size))
-        partitions.append(Partition(ns.name, names, default=i == 0))
-    return Plan(t.name, str(net), gateway, t.network.mtu, nodes, partitions, short_id(t.name))
+        partition = ns.partition or ns.name
+        members.setdefault(partition, []).extend(names)
+        sets.append(NodeSetPlan(ns.name, partition, ns.min, ns.max, ns.idle_timeout,
+                                ns.resume_timeout, weight=10 * (i + 1)))
+    partitions = [Partition(name, names, default=k == 0)
+                  for k, (name, names) in enumerate(members.items())]
+    return Plan(t.name, str(net), gateway, t.network.mtu, nodes, partitions, short_id(t.name),
+                sets)

@@ -84,7 +84,7 @@ def up(template: Path, as_json: JsonOpt = False) -> None:
     """Bring a cluster up from a template (a no-op if it is already up unchanged)."""
     with Progress(TextColumn("{task.description:<22}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=as_json or not err.is_terminal) as bar:
-        task = bar.add_task("starting", total=4)
+        task = bar.add_task("starting", total=5)
 
         def progress(step: str, done: int, total: int) -> None:
             bar.update(task, description=step, completed=done, total=total)

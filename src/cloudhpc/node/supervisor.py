@@ -51,6 +51,8 @@ class Daemon:
         self.next_start = 0.0
 
     def start(self, env: dict[str, str]) -> None:
+        if self.wait_for and os.path.exists(self.wait_for):
+            os.unlink(self.wait_for)  # stale socket of a killed predecessor
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, env=env,
@@ -76,8 +78,9 @@ def main(spec_path: str) -> int:
     run_dir, log_dir = node_dir / "run", node_dir / "logs"
     run_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
-    socket.sethostname(spec["hostname"])
-    for src, dst in spec["binds"]:
+    if spec.get("hostname"):  # absent for host-side services such as the control plane
+        socket.sethostname(spec["hostname"])
+    for src, dst in spec.get("binds", []):
         bind(src, dst)
     signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
     env = dict(spec["env"])
@@ -86,7 +89,7 @@ def main(spec_path: str) -> int:
         d.start(env)
     (run_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
     (run_dir / "ready").write_text("ok\n")
-    log(f"node {spec['hostname']} up with {[d.name for d in daemons]}")
+    log(f"{spec['name']} up with {[d.name for d in daemons]}")
     return loop(daemons, env)
 
 

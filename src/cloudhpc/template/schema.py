@@ -34,6 +34,13 @@ class NodeSet(_Model):
     min: int = Field(0, ge=0, description="nodes that always exist (Slurm static nodes)")
     max: int = Field(1, ge=1, description="largest number of nodes")
     rdma: bool = Field(False, description="RDMA (InfiniBand) capable node set for MPI")
+    partition: str | None = Field(
+        None, description="Slurm partition (default: the node set's name); node sets that "
+        "share a partition back each other up when one cannot grow")
+    idle_timeout: int = Field(300, ge=5, le=86400,
+                              description="seconds a dynamic node may stay idle before removal")
+    resume_timeout: int = Field(120, ge=10, le=3600,
+                                description="seconds a new node may take to join Slurm")
 
 
 class LocalProvider(_Model):
@@ -42,6 +49,10 @@ class LocalProvider(_Model):
         description="most CPUs a local node declares to Slurm; a 120-vCPU size is emulated "
         "with this many job slots so it still runs on a small machine",
     )
+    capacity: dict[str, int] = Field(
+        default_factory=dict,
+        description="node set -> most nodes the local provider will create (emulates a cloud "
+        "quota or capacity shortage)")
 
 
 class Template(_Model):

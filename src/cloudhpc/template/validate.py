@@ -44,11 +44,13 @@ def nodesets(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Itera
         if ns.min > ns.max:
             yield _f(Level.ERROR, (*base, "max"), f"must be >= min (got {ns.max} < {ns.min})",
                      f"set max to at least {ns.min}, or lower min", lines)
-        if ns.max > ns.min:
-            yield _f(Level.WARNING, (*base, "max"),
-                     f"{ns.max - ns.min} node(s) above min are autoscaled (Slurm CLOUD nodes); "
-                     "this version creates only the min static nodes",
-                     "set min equal to max for a fixed node set", lines)
+        if ns.partition is not None and not NODESET_RE.match(ns.partition):
+            yield _f(Level.ERROR, (*base, "partition"), f"bad partition name {ns.partition!r}",
+                     "use 1-12 lowercase letters or digits, starting with a letter", lines)
+    for name in t.local.capacity:
+        if name not in seen:
+            yield _f(Level.ERROR, ("local", "capacity", name), f"no node set named {name!r}",
+                     f"node sets: {', '.join(seen)}", lines)
 
 
 def vm_sizes(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator[Finding]:

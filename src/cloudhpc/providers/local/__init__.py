@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from cloudhpc.errors import ProvisionError
@@ -29,6 +30,32 @@ class LocalProvider:
     def delete_network(self, plan: Plan) -> None:
         self.net.delete_bridge(plan)
 
+    # -- the control plane (this provider's API, which the head node calls) -------------
+    def start_api(self, timeout: float = 15.0) -> None:
+        run = self.cdir.control / "run"
+        if processes.alive(processes.read_pid(run / "supervisor.pid") or -1):
+            return
+        for stale in ("ready", "supervisor.pid"):
+            (run / stale).unlink(missing_ok=True)
+        path = self.cdir.control / "spec.json"
+        path.write_text(json.dumps(bootstrap.control_spec(self.cdir)))
+        (self.cdir.control / "logs").mkdir(parents=True, exist_ok=True)
+        processes.start_supervisor(None, bootstrap.supervisor_argv(path),
+                                   self.cdir.control / "logs" / "supervisor.log")
+        deadline = time.monotonic() + timeout
+        while not (run / "ready").exists():
+            if time.monotonic() > deadline:
+                raise ProvisionError("start control plane", "it did not start in time",
+                                     hint=f"see {self.cdir.control / 'logs'}")
+            time.sleep(0.005)
+
+    def stop_api(self) -> None:
+        processes.stop_pid(processes.read_pid(self.cdir.control / "run" / "supervisor.pid"))
+
+    def api_running(self) -> bool:
+        pid = processes.read_pid(self.cdir.control / "run" / "control.pid")
+        return pid is not None and processes.alive(pid)
+
     # -- nodes --------------------------------------------------------------------------
     def launch(self, nodes: list[NodeSpec], timeout: float = 20.0) -> None:
         """Create and boot nodes; idempotent by name (a running node is left alone)."""
@@ -36,7 +63,8 @@ class LocalProvider:
         todo = [n for n in nodes if current[n.name].state is not NodeState.RUNNING]
         if not todo:
             return
-        self.terminate([n.name for n in todo if current[n.name].state is NodeState.DOWN])
+        # half-made (an interrupted launch) or dead nodes are removed first, then made anew
+        self.terminate([n.name for n in todo if current[n.name].state is not NodeState.ABSENT])
         bootstrap.ensure_mount_points()
         self.net.attach(self.plan, todo)
         for node in todo:

@@ -46,11 +46,12 @@ def read_pid(path: Path) -> int | None:
         return None
 
 
-def start_supervisor(ns: str, argv: list[str], log: Path) -> None:
-    """Start the node's supervisor detached (setsid -f), so no caller has to reap it;
-    it writes its own pid file when ready."""
-    cmd = ["setsid", "-f", "nsenter", f"--net=/run/netns/{ns}", "--", "unshare", "--mount", "--uts",
-           "--propagation", "private", "--", *argv]
+def start_supervisor(ns: str | None, argv: list[str], log: Path) -> None:
+    """Start a supervisor detached (setsid -f), so no caller has to reap it; it writes its
+    own pid file when ready. With a namespace, inside that node's namespaces."""
+    node = ["nsenter", f"--net=/run/netns/{ns}", "--", "unshare", "--mount", "--uts",
+            "--propagation", "private", "--"] if ns else []
+    cmd = ["setsid", "-f", *node, *argv]
     with open(log, "ab") as fh:
         subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                        env={"PATH": BASE_PATH, "LANG": "C.UTF-8"}, check=True)
@@ -69,3 +70,15 @@ def stop_namespaces(namespaces: list[str], grace: float = 3.0) -> None:
             time.sleep(0.02)
         if not pids:
             return
+
+
+def stop_pid(pid: int | None, grace: float = 5.0) -> None:
+    if pid is None or not alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,68 @@
+"""The reconciler's decision step: a pure function of snapshots (Slurm's view, the
+provider's view, the plan) returning actions. Every rule says why it exists."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+CAPACITY_PREFIX = "capacity:"
+LOST_PREFIX = "node lost"
+
+
+class Act(enum.Enum):
+    REPLACE = "replace"            # static node lost: requeue its jobs, make it anew
+    FAIL_DYNAMIC = "fail_dynamic"  # dynamic node lost: requeue its jobs, power it down
+    REMOVE_ORPHAN = "remove_orphan"  # provider has a node Slurm thinks is powered down
+    RETRY = "retry"                # capacity cooldown over: make the node eligible again
+
+
+@dataclass(frozen=True)
+class SlurmNode:
+    name: str
+    state: str            # idle, allocated, mixed, down, unknown ...
+    flags: frozenset[str]  # CLOUD, POWERED_DOWN, POWERING_UP, POWERING_DOWN, DRAIN ...
+    reason: str = ""
+    reason_age: float = 0.0  # seconds since the reason was set
+
+
+@dataclass(frozen=True)
+class ProviderNode:
+    name: str
+    state: str  # starting, running, down, absent (providers.base.NodeState values)
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Action:
+    act: Act
+    node: str
+    why: str
+
+
+def decide(slurm: dict[str, SlurmNode], provider: dict[str, ProviderNode],
+           dynamic: dict[str, bool], cooldown: float) -> list[Action]:
+    """`dynamic` maps every compute node of the plan to whether it is a CLOUD node."""
+    actions = []
+    for name, is_dynamic in sorted(dynamic.items()):
+        s, p = slurm.get(name), provider.get(name)
+        if s is None or p is None:
+            continue
+        powered_down = "POWERED_DOWN" in s.flags
+        in_transition = bool({"POWERING_UP", "POWERING_DOWN"} & s.flags)
+        if not is_dynamic and p.state in ("down", "absent"):
+            # a static node must always exist: a VM that lost power is replaced
+            actions.append(Action(Act.REPLACE, name, p.detail or f"provider: {p.state}"))
+        elif is_dynamic and p.state == "down" and not powered_down:
+            # a dynamic node whose processes died: its jobs are requeued, Slurm powers it
+            # down (our SuspendProgram removes it) and brings up a fresh one when needed
+            actions.append(Action(Act.FAIL_DYNAMIC, name, p.detail or "processes gone"))
+        elif (is_dynamic and powered_down and not in_transition
+              and p.state in ("running", "starting", "down")):
+            # Slurm does not count this node as up: nobody pays for a node nobody uses
+            actions.append(Action(Act.REMOVE_ORPHAN, name, "powered down in Slurm"))
+        elif (is_dynamic and s.state == "down" and s.reason.startswith(CAPACITY_PREFIX)
+              and s.reason_age >= cooldown):
+            # the node set backed off for the cooldown; let Slurm ask for the node again
+            actions.append(Action(Act.RETRY, name, "capacity cooldown over"))
+    return actions
