@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,12 +13,14 @@ from typing import Any
 
 from cloudhpc import lifecycle
 from cloudhpc.errors import CloudHPCError, ClusterExists, ClusterNotFound, NodeNotFound
+from cloudhpc.events import EventLog
 from cloudhpc.jobs import service as jobs_service
 from cloudhpc.jobs.model import Job
+from cloudhpc.node import bootstrap
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import Plan, Role, make_plan
 from cloudhpc.providers.base import NodeState
-from cloudhpc.providers.local import LocalProvider
+from cloudhpc.providers.local import LocalProvider, processes
 from cloudhpc.runner import BASE_PATH, Result, Runner
 from cloudhpc.slurm.client import SlurmClient
 from cloudhpc.state import ClusterRecord, Store
@@ -158,10 +164,12 @@ class Cluster:
             info = provider[spec.name]
             state, reason = info.state.value, info.detail
             if spec.role is Role.COMPUTE:
+                raw = slurm.get(spec.name, {})
                 if spec.dynamic and info.state is NodeState.ABSENT:
-                    state, reason = "powered_down", ""
+                    down = raw.get("state") == "down"
+                    state = "down+powered_down" if down else "powered_down"
+                    reason = raw.get("reason", "") if down else ""
                 elif info.state is NodeState.RUNNING:
-                    raw = slurm.get(spec.name, {})
                     flags = [f.lower() for f in raw.get("state_flags", [])]
                     state = "+".join([raw.get("state", "unknown"), *flags])
                     reason = raw.get("reason", "")
@@ -172,6 +180,50 @@ class Cluster:
             out.append(NodeStatus(spec.name, spec.role.value, spec.nodeset, spec.address,
                                   state, spec.cpus, reason))
         return out
+
+    # -- events and fault injection ----------------------------------------------------
+    @property
+    def events(self) -> EventLog:
+        return EventLog(self.dir.events)
+
+    def kill_node(self, node: str) -> list[int]:
+        """Make a node vanish abruptly, like a VM losing power: every process in it dies."""
+        self.node_argv(node, ["true"])  # validates the name and that it runs
+        pids = processes.pids_in_netns(self.provider.nodes()[node].provider_id)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.events.emit("chaos_kill_node", node=node, processes=len(pids))
+        return pids
+
+    def kill_daemon(self, node: str, daemon: str) -> int:
+        """Kill one supervised daemon; `control-plane control` is the host's control plane."""
+        if node == "control-plane":
+            names, run = ["control"], self.dir.control / "run"
+        else:
+            spec = self.plan.node(node)
+            if spec is None:
+                raise NodeNotFound(f"no node '{node}' in cluster '{self.name}'",
+                                   hint="name a node from `cloudhpc status`, or control-plane")
+            names, run = [d["name"] for d in bootstrap.daemons(spec, self.dir)], \
+                self.dir.node(node) / "run"
+        if daemon not in names:
+            raise NodeNotFound(f"node '{node}' runs no daemon '{daemon}'",
+                               hint=f"its daemons: {', '.join(names)}")
+        pid = processes.read_pid(run / f"{daemon}.pid")
+        if pid is None or not processes.alive(pid):
+            raise NodeNotFound(f"{daemon} is not running on {node}")
+        os.kill(pid, signal.SIGKILL)
+        self.events.emit("chaos_kill_daemon", node=node, daemon=daemon, pid=pid)
+        return pid
+
+    def provider_errors(self, partition: str) -> list[str]:
+        """Recent capacity or launch failures of the node sets serving a partition."""
+        sets = {s.name for s in self.plan.nodesets if s.partition == partition}
+        since = time.time() - 600
+        causes = [e.get("cause", "") for e in self.events.read(since, {"node_failed"})
+                  if e.get("nodeset") in sets]
+        return list(dict.fromkeys(c for c in causes if c))
 
     # -- jobs ---------------------------------------------------------------------------
     def submit(self, script: str | Path, *, nodes: int | None = None,

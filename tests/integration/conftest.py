@@ -16,7 +16,7 @@ from cloudhpc.plan import short_id
 from cloudhpc.state import Store
 
 PREFIX = "t-"
-TEST_CLUSTERS = ["t-main", "t-two", "t-fail", "t-heal", "t-cli"]
+TEST_CLUSTERS = ["t-main", "t-two", "t-fail", "t-heal", "t-cli", "t-auto"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -92,6 +92,30 @@ def cluster(home: Path) -> Iterator[Cluster]:
 def scratch_cluster(home: Path) -> Iterator[Cluster]:
     """A throw-away two-node cluster for tests that kill things."""
     c = Cluster.up(template("t-heal", "198.19.12.0/24", nodeset="heal"))
+    try:
+        yield c
+    finally:
+        c.down()
+
+
+AUTOSCALE = {
+    "version": 1, "name": "t-auto", "network": {"cidr": "198.19.15.0/24"},
+    "compute": [
+        {"name": "dyn", "size": "Standard_D4s_v5", "min": 0, "max": 4, "idle_timeout": 5,
+         "resume_timeout": 30},
+        {"name": "cap", "size": "Standard_D2s_v5", "min": 0, "max": 3, "partition": "pool",
+         "idle_timeout": 5, "resume_timeout": 30},
+        {"name": "spare", "size": "Standard_D2s_v5", "min": 0, "max": 2, "partition": "pool",
+         "idle_timeout": 5, "resume_timeout": 30},
+    ],
+    "local": {"capacity": {"cap": 1}},
+}
+
+
+@pytest.fixture(scope="module")
+def auto_cluster(home: Path) -> Iterator[Cluster]:
+    """A cluster whose node sets start at zero nodes."""
+    c = Cluster.up(AUTOSCALE)
     try:
         yield c
     finally:

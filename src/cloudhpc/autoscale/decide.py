@@ -8,13 +8,15 @@ from dataclasses import dataclass
 
 CAPACITY_PREFIX = "capacity:"
 LOST_PREFIX = "node lost"
+RESUME_FAILED_PREFIX = "resume failed"
+BACKOFF_PREFIXES = (CAPACITY_PREFIX, RESUME_FAILED_PREFIX)
 
 
 class Act(enum.Enum):
     REPLACE = "replace"            # static node lost: requeue its jobs, make it anew
     FAIL_DYNAMIC = "fail_dynamic"  # dynamic node lost: requeue its jobs, power it down
     REMOVE_ORPHAN = "remove_orphan"  # provider has a node Slurm thinks is powered down
-    RETRY = "retry"                # capacity cooldown over: make the node eligible again
+    RETRY = "retry"                # cooldown over, or a lost node removed: eligible again
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,12 @@ def decide(slurm: dict[str, SlurmNode], provider: dict[str, ProviderNode],
               and p.state in ("running", "starting", "down")):
             # Slurm does not count this node as up: nobody pays for a node nobody uses
             actions.append(Action(Act.REMOVE_ORPHAN, name, "powered down in Slurm"))
-        elif (is_dynamic and s.state == "down" and s.reason.startswith(CAPACITY_PREFIX)
-              and s.reason_age >= cooldown):
-            # the node set backed off for the cooldown; let Slurm ask for the node again
-            actions.append(Action(Act.RETRY, name, "capacity cooldown over"))
+        elif (is_dynamic and s.state == "down" and powered_down and not in_transition
+              and p.state == "absent"):
+            if s.reason.startswith(LOST_PREFIX):
+                # the lost node is gone: Slurm may create a fresh one whenever jobs need it
+                actions.append(Action(Act.RETRY, name, "lost node removed"))
+            elif s.reason.startswith(BACKOFF_PREFIXES) and s.reason_age >= cooldown:
+                # the node set backed off for the cooldown; let Slurm ask for it again
+                actions.append(Action(Act.RETRY, name, "cooldown over"))
     return actions

@@ -69,15 +69,31 @@ def scontrol(*args: str) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def jobs_on(node: str) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-t", "CF,R,CG", "-w", node, "-o", "%i"],
+                         env={"PATH": PATH}, capture_output=True, text=True, check=False)
+    return out.stdout.split()
+
+
+def take_out(node: str, reason: str) -> None:
+    """Take a node that cannot serve out of Slurm: down (its jobs are requeued), powered
+    down (our SuspendProgram removes what is left), and its jobs released at once rather
+    than after Slurm's requeue delay, so that they may run on other nodes now."""
+    jobs = jobs_on(node)
+    scontrol("update", f"nodename={node}", "state=down", f"reason={reason[:120]}")
+    scontrol("update", f"nodename={node}", "state=power_down_force")
+    for job in jobs:
+        scontrol("update", f"jobid={job}", "starttime=now")
+
+
 def resume(cluster_dir: str, nodes: str, events: EventLog) -> int:
     events.emit("node_requested", nodes=nodes)
     result = call(cluster_dir, "POST", "/launch", {"nodes": nodes})
     for failure in result.get("failed", []):
-        # Slurm must not wait ResumeTimeout for a node that will never come: mark it down
-        # with the provider's message; the reconciler makes it eligible again after a
-        # cooldown, and jobs may run elsewhere meanwhile.
-        scontrol("update", f"nodename={failure['node']}", "state=down",
-                 f"reason={failure['cause'][:120]}")
+        # Slurm must not wait ResumeTimeout for a node that will never come; the node set
+        # backs off (the reconciler makes the node eligible again after a cooldown) and
+        # jobs may run elsewhere meanwhile.
+        take_out(failure["node"], failure["cause"])
     return 0
 
 
@@ -88,9 +104,18 @@ def suspend(cluster_dir: str, nodes: str, events: EventLog) -> int:
 
 
 def resume_fail(cluster_dir: str, nodes: str, events: EventLog) -> int:
-    events.emit("node_failed", nodes=nodes, cause="did not join Slurm within ResumeTimeout")
+    cause = "resume failed: did not join Slurm within ResumeTimeout"
+    events.emit("node_failed", nodes=nodes, cause=cause)
     call(cluster_dir, "POST", "/terminate", {"nodes": nodes})
+    for node in expand(nodes):
+        scontrol("update", f"nodename={node}", "state=down", f"reason={cause}")
     return 0
+
+
+def expand(nodes: str) -> list[str]:
+    out = subprocess.run(["scontrol", "show", "hostnames", nodes], env={"PATH": PATH},
+                         capture_output=True, text=True, check=False)
+    return out.stdout.split()
 
 
 ACTIONS = {"resume": resume, "suspend": suspend, "resume_fail": resume_fail}

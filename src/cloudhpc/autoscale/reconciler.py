@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 from cloudhpc.autoscale.decide import LOST_PREFIX, Act, Action, ProviderNode, SlurmNode, decide
-from cloudhpc.autoscale.power import PATH, call
+from cloudhpc.autoscale.power import PATH, call, jobs_on, scontrol, take_out
 from cloudhpc.events import EventLog
+from cloudhpc.jobs.model import Job, from_keyvalues
 from cloudhpc.plan import make_plan
 from cloudhpc.template import Template
 
@@ -65,10 +66,14 @@ class Reconciler:
         self.dynamic = {n.name: n.dynamic for n in self.plan.compute()}
         self.events = EventLog(cluster_dir / "events.jsonl")
         self.last: dict[str, str] = {}
-        self.jobs: set[int] | None = None
+        self.started: set[int] = set()
+        self.ctld_pid: str | None = None
+        self.jobcomp = cluster_dir / "slurm" / "jobcomp.txt"
+        self.offset = self.jobcomp.stat().st_size if self.jobcomp.exists() else 0
 
     def tick(self) -> list[Action]:
         now = time.time()
+        self.check_restart()
         slurm = slurm_nodes(now)
         provider = {name: ProviderNode(name, info["state"], info.get("detail", ""))
                     for name, info in call(str(self.dir), "GET", "/nodes").items()}
@@ -94,32 +99,78 @@ class Reconciler:
                     self.events.emit("node_down", node=name,
                                      reason=slurm[name].reason if name in slurm else "")
             self.last[name] = state
-        jobs = running_jobs()
-        if self.jobs is not None:
-            for job in sorted(jobs - self.jobs):
-                self.events.emit("job_started", job=job)
-            for job in sorted(self.jobs - jobs):
-                self.events.emit("job_ended", job=job)
-        self.jobs = jobs
+        for job_id in sorted(running_jobs() - self.started):
+            self.events.emit("job_started", job=job_id)
+            self.started.add(job_id)
+        for done in self.finished_jobs():
+            if done.job_id not in self.started:
+                self.events.emit("job_started", job=done.job_id, at=done.start_time)
+            self.started.discard(done.job_id)
+            self.events.emit("job_ended", job=done.job_id, state=done.state.value,
+                             exit_code=done.exit_code, nodes=done.nodes, at=done.end_time)
+
+    def check_restart(self) -> None:
+        """After slurmctld restarts (a crash), resubmit cloudhpc jobs it lost: Slurm saves
+        its state a few seconds after accepting a job, and a crash in that window loses it."""
+        pid = (self.dir / "nodes" / "head" / "run" / "slurmctld.pid").read_text().strip()
+        before, self.ctld_pid = self.ctld_pid, pid
+        if before is None or before == pid:
+            return
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                known = {int(j) for j in run(["squeue", "-h", "--states=all", "-o", "%i"])
+                         .split() if j.isdigit()}
+                break
+            except subprocess.SubprocessError:
+                time.sleep(0.2)
+        else:
+            return
+        if self.jobcomp.exists():
+            known |= {int(line.split()[0].removeprefix("JobId="))
+                      for line in self.jobcomp.read_text().splitlines()
+                      if line.startswith("JobId=")}
+        moved = {e["job"] for e in self.events.read(kinds={"job_resubmitted"})}
+        for event in self.events.read(kinds={"job_submitted"}):
+            job = event["job"]
+            if job in known or job in moved or "argv" not in event:
+                continue
+            out = run(["sbatch", "--parsable", *event["argv"]]).strip().split(";")[0]
+            self.events.emit("job_resubmitted", job=job, new_job=int(out),
+                             cause="lost by slurmctld in a crash")
+
+    def finished_jobs(self) -> list[Job]:
+        """Jobs Slurm recorded as finished since the last tick (its jobcomp file)."""
+        if not self.jobcomp.exists():
+            return []
+        with open(self.jobcomp, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        return [from_keyvalues(line) for line in data[:end].decode(errors="replace")
+                .splitlines() if line.startswith("JobId=")]
 
     def act(self, action: Action) -> None:
         node = action.node
         if action.act is Act.REPLACE:
+            jobs = jobs_on(node)
             scontrol_update(node, "state=down", f"reason={LOST_PREFIX}: {action.why[:80]}")
+            for job in jobs:
+                scontrol("update", f"jobid={job}", "starttime=now")
             call(str(self.dir), "POST", "/terminate", {"nodes": node})
             result = call(str(self.dir), "POST", "/launch", {"nodes": node})
             if node in result.get("launched", []):
                 scontrol_update(node, "state=resume")
                 self.events.emit("node_replaced", node=node, cause=action.why)
         elif action.act is Act.FAIL_DYNAMIC:
-            scontrol_update(node, "state=down", f"reason={LOST_PREFIX}: {action.why[:80]}")
-            scontrol_update(node, "state=power_down_force")
+            take_out(node, f"{LOST_PREFIX}: {action.why[:80]}")
             self.events.emit("node_failed", node=node, cause=action.why)
         elif action.act is Act.REMOVE_ORPHAN:
             call(str(self.dir), "POST", "/terminate", {"nodes": node})
             self.events.emit("orphan_removed", node=node, cause=action.why)
         elif action.act is Act.RETRY:
-            scontrol_update(node, "state=power_down_force")
+            scontrol_update(node, "state=resume")
             self.events.emit("node_retry", node=node, cause=action.why)
 
 

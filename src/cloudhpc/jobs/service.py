@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import shutil
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloudhpc.errors import CommandError, JobError
-from cloudhpc.jobs.model import Job, from_keyvalues, from_squeue
+from cloudhpc.jobs.model import Job, JobState, from_keyvalues, from_squeue
 from cloudhpc.slurm.conf import SlurmPaths
 from cloudhpc.state import JobRecord
 
@@ -63,6 +64,10 @@ def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node
     cluster.store.add_job(cluster.name, JobRecord(job_id, script.name, workdir,
                                                   stdout.replace("%j", str(job_id)),
                                                   time.time()))
+    # the full request, so that the reconciler can resubmit a job slurmctld lost in a crash
+    cluster.events.emit("job_submitted", job=job_id, script=script.name,
+                        partition=partition or "", nodes=nodes or 1,
+                        argv=[*options, f"{workdir}/{script.name}"])
     return wait_for(cluster, job_id, timeout) if wait else get_job(cluster, job_id)
 
 
@@ -84,13 +89,22 @@ def _history(cluster: Cluster) -> list[Job]:
 def get_job(cluster: Cluster, job_id: int) -> Job:
     line = cluster.slurm.job_line(job_id)
     if line:
-        return from_keyvalues(line)
+        job = from_keyvalues(line)
+        if job.state is JobState.PENDING or job.reason:
+            errors = cluster.provider_errors(job.partition)
+            if errors and job.state in (JobState.PENDING, JobState.UNKNOWN):
+                reason = f"{job.reason}; provider: {errors[-1]}" if job.reason else errors[-1]
+                job = dataclasses.replace(job, reason=reason)
+        return job
     for job in _history(cluster):
         if job.job_id == job_id:
             record = cluster.store.job(cluster.name, job_id)
             if record:
                 return Job(**{**job.__dict__, "stdout": record.stdout})
             return job
+    for event in cluster.events.read(kinds={"job_resubmitted"}):
+        if event["job"] == job_id and event["new_job"] != job_id:
+            return get_job(cluster, event["new_job"])
     raise JobError(f"no job {job_id} in cluster '{cluster.name}'", hint="see `cloudhpc jobs`")
 
 

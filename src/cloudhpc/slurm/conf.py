@@ -128,7 +128,7 @@ def render_power_save(plan: Plan, paths: SlurmPaths) -> str:
         f"SuspendTime={min(s.idle_timeout for s in plan.nodesets if s.dynamic)}",
         "TreeWidth=65533",
         "PrivateData=cloud",  # show powered-down cloud nodes in sinfo (status, prolog)
-        "SlurmctldParameters=idle_on_node_suspend",
+        "SlurmctldParameters=power_save_interval=1,power_save_min_interval=0",
         # a batch job on nodes being created stays CONFIGURING until slurmctld's periodic
         # check (up to 30 s); this prolog waits for the nodes, and its end makes slurmctld
         # launch the job at once

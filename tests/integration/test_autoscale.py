@@ -1,0 +1,121 @@
+"""Node sets that scale with the queue and heal themselves, on a real cluster."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cloudhpc.cluster import Cluster
+from cloudhpc.jobs.model import JobState
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def until(check: Callable[[], bool], timeout: float, step: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(step)
+    return check()
+
+
+def states(c: Cluster, prefix: str) -> dict[str, str]:
+    return {n.name: n.state for n in c.status() if n.name.startswith(prefix)}
+
+
+def script(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    return path
+
+
+def test_zero_to_running_and_back_to_zero(auto_cluster: Cluster) -> None:
+    c = auto_cluster
+    assert set(states(c, "dyn-").values()) == {"powered_down"}
+    start = time.time()
+    job = c.submit(ROOT / "examples/jobs/mpi_pi.sh", nodes=2, ntasks_per_node=2,
+                   partition="dyn", wait=True, timeout=60)
+    assert job.state is JobState.COMPLETED, c.logs(job.job_id)
+    assert "CHECK OK" in c.logs(job.job_id)
+    # idle_timeout is 5 s: the nodes go away by themselves
+    assert until(lambda: set(states(c, "dyn-").values()) == {"powered_down"}, 40)
+    assert all(i.state.value == "absent" for n, i in c.provider.nodes().items()
+               if n.startswith("dyn-"))
+    kinds = [e["kind"] for e in c.events.read(start)]
+    for kind in ("job_submitted", "node_requested", "node_launched", "node_registered",
+                 "job_started", "job_ended", "node_suspending", "node_terminated"):
+        assert kind in kinds, kinds
+
+
+def test_capacity_limit_is_visible_without_a_loop(auto_cluster: Cluster,
+                                                  tmp_path: Path) -> None:
+    c = auto_cluster
+    start = time.time()
+    job = c.submit(script(tmp_path, "cap.sh", "#SBATCH --constraint=cap\nhostname"),
+                   nodes=2, partition="pool")
+    assert until(lambda: bool(c.events.read(start, {"node_failed"})), 30)
+    failed = c.events.read(start, {"node_failed"})
+    assert failed[0]["cause"].startswith("capacity: node set 'cap' is limited to 1")
+    assert until(lambda: "limited to 1" in c.job(job.job_id).reason, 15), c.job(job.job_id)
+    down = {n.name: n.reason for n in c.status() if n.state.startswith("down")}
+    assert any(r.startswith("capacity:") for r in down.values()), down
+    time.sleep(6)  # no create/delete loop while the node set backs off
+    launched = [e["node"] for e in c.events.read(start, {"node_launched"})]
+    assert len([n for n in launched if n.startswith("cap-")]) == 1, launched
+    c.cancel(job.job_id)
+
+
+def test_jobs_fail_over_to_the_other_node_set(auto_cluster: Cluster, tmp_path: Path) -> None:
+    c = auto_cluster
+    start = time.time()
+    job = c.submit(script(tmp_path, "three.sh", "hostname"), nodes=3, partition="pool")
+    done = c.wait(job.job_id, timeout=120)
+    assert done.state is JobState.COMPLETED
+    used = done.nodes
+    assert "spare" in used, used
+    launched = [e["node"] for e in c.events.read(start, {"node_launched"})]
+    assert len([n for n in launched if n.startswith("cap-")]) <= 2, launched
+
+
+def test_dynamic_node_killed_mid_job_requeues(auto_cluster: Cluster, tmp_path: Path) -> None:
+    c = auto_cluster
+    start = time.time()
+    job = c.submit(script(tmp_path, "long.sh", "sleep 6; echo finished on $(hostname)"),
+                   nodes=1, partition="dyn")
+    assert until(lambda: c.job(job.job_id).state is JobState.RUNNING, 30)
+    node = c.job(job.job_id).nodes
+    c.kill_node(node)
+    done = c.wait(job.job_id, timeout=120)
+    assert done.state is JobState.COMPLETED
+    assert "finished on dyn-" in c.logs(job.job_id)
+    failed = [e["node"] for e in c.events.read(start, {"node_failed"}) if "node" in e]
+    assert node in failed
+
+
+def test_control_plane_killed_during_resume(auto_cluster: Cluster, tmp_path: Path) -> None:
+    c = auto_cluster
+    assert until(lambda: set(states(c, "dyn-").values()) == {"powered_down"}, 40)
+    job = c.submit(script(tmp_path, "hi.sh", "echo hi"), nodes=3, partition="dyn")
+    c.kill_daemon("control-plane", "control")
+    done = c.wait(job.job_id, timeout=120)
+    assert done.state is JobState.COMPLETED
+    assert c.provider.api_running()
+    half_made = [n for n, i in c.provider.nodes().items()
+                 if i.state.value in ("starting", "down")]
+    assert half_made == []
+
+
+def test_slurmctld_killed_keeps_jobs(auto_cluster: Cluster, tmp_path: Path) -> None:
+    c = auto_cluster
+    running = c.submit(script(tmp_path, "r.sh", "sleep 4; echo survived"), nodes=1,
+                       partition="dyn")
+    queued = c.submit(script(tmp_path, "q.sh", "echo queued-ok"), nodes=4, partition="dyn")
+    assert until(lambda: c.job(running.job_id).state is JobState.RUNNING, 30)
+    c.kill_daemon("head", "slurmctld")
+    assert until(lambda: c.slurm.ping(), 15)
+    assert c.wait(running.job_id, timeout=120).state is JobState.COMPLETED
+    assert c.wait(queued.job_id, timeout=120).state is JobState.COMPLETED
+    assert "survived" in c.logs(running.job_id)
+    assert "queued-ok" in c.logs(queued.job_id)
