@@ -41,7 +41,8 @@ def test_decide_table(dynamic: bool, slurm: tuple[str, frozenset[str], str, floa
                       provider: str, expected: Act | None) -> None:
     state, flags, reason, age = slurm
     actions = decide({"n-1": SlurmNode("n-1", state, flags, reason, age)},
-                     {"n-1": ProviderNode("n-1", provider)}, {"n-1": dynamic}, cooldown=60)
+                     {"n-1": ProviderNode("n-1", provider, age=30)}, {"n-1": dynamic},
+                     cooldown=60)
     assert [a.act for a in actions] == ([expected] if expected else [])
 
 
@@ -57,3 +58,10 @@ def test_event_log_appends_and_filters(tmp_path) -> None:  # type: ignore[no-unt
     assert [e["kind"] for e in log.read()] == ["node_launched", "job_submitted"]
     assert log.read(kinds={"job_submitted"})[0]["job"] == 3
     assert log.read(since=first["time"] + 3600) == []
+
+
+def test_young_node_is_not_an_orphan() -> None:
+    """Slurm may not yet show a node it is resuming; a young node is left alone."""
+    slurm = {"n-1": SlurmNode("n-1", "idle", OFF)}
+    young = {"n-1": ProviderNode("n-1", "running", age=1.0)}
+    assert decide(slurm, young, {"n-1": True}, 60) == []

@@ -92,8 +92,13 @@ class Controller:
             return {"terminated": [s.name for s in specs]}
 
     def nodes(self) -> dict[str, Any]:
-        return {name: {"state": i.state.value, "nodeset": i.nodeset, "detail": i.detail}
-                for name, i in self.provider.nodes().items()}
+        now = time.time()
+        out = {}
+        for name, i in self.provider.nodes().items():
+            created = self.provider.created_at(name)
+            out[name] = {"state": i.state.value, "nodeset": i.nodeset, "detail": i.detail,
+                         "age": round(now - created, 3) if created else 0.0}
+        return out
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

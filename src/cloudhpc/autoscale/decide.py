@@ -10,6 +10,7 @@ CAPACITY_PREFIX = "capacity:"
 LOST_PREFIX = "node lost"
 RESUME_FAILED_PREFIX = "resume failed"
 BACKOFF_PREFIXES = (CAPACITY_PREFIX, RESUME_FAILED_PREFIX)
+ORPHAN_GRACE = 10.0  # a node this young may be one Slurm is just resuming
 
 
 class Act(enum.Enum):
@@ -33,6 +34,7 @@ class ProviderNode:
     name: str
     state: str  # starting, running, down, absent (providers.base.NodeState values)
     detail: str = ""
+    age: float = 0.0  # seconds since the provider created the node
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def decide(slurm: dict[str, SlurmNode], provider: dict[str, ProviderNode],
             # down (our SuspendProgram removes it) and brings up a fresh one when needed
             actions.append(Action(Act.FAIL_DYNAMIC, name, p.detail or "processes gone"))
         elif (is_dynamic and powered_down and not in_transition
-              and p.state in ("running", "starting", "down")):
+              and p.state in ("running", "starting", "down") and p.age >= ORPHAN_GRACE):
             # Slurm does not count this node as up: nobody pays for a node nobody uses
             actions.append(Action(Act.REMOVE_ORPHAN, name, "powered down in Slurm"))
         elif (is_dynamic and s.state == "down" and powered_down and not in_transition

@@ -74,9 +74,12 @@ class Reconciler:
     def tick(self) -> list[Action]:
         now = time.time()
         self.check_restart()
-        slurm = slurm_nodes(now)
-        provider = {name: ProviderNode(name, info["state"], info.get("detail", ""))
+        # The provider's view first: a node the provider has must then already be known to
+        # Slurm as powering up (Slurm marks it before it calls ResumeProgram).
+        provider = {name: ProviderNode(name, info["state"], info.get("detail", ""),
+                                       info.get("age", 0.0))
                     for name, info in call(str(self.dir), "GET", "/nodes").items()}
+        slurm = slurm_nodes(now)
         self.reflect(slurm)
         actions = decide(slurm, provider, self.dynamic, COOLDOWN)
         for action in actions:

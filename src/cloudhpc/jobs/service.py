@@ -102,9 +102,19 @@ def get_job(cluster: Cluster, job_id: int) -> Job:
             if record:
                 return Job(**{**job.__dict__, "stdout": record.stdout})
             return job
-    for event in cluster.events.read(kinds={"job_resubmitted"}):
-        if event["job"] == job_id and event["new_job"] != job_id:
+    events = cluster.events.read(kinds={"job_resubmitted", "job_submitted"})
+    for event in events:
+        if event["kind"] == "job_resubmitted" and event["job"] == job_id \
+                and event["new_job"] != job_id:
             return get_job(cluster, event["new_job"])
+    for event in events:
+        if event["kind"] == "job_submitted" and event["job"] == job_id:
+            # accepted by us, unknown to Slurm: lost in a slurmctld crash, about to be
+            # resubmitted by the reconciler
+            return Job(job_id, event.get("script", ""), JobState.UNKNOWN,
+                       "slurmctld lost this job in a crash; it is being resubmitted",
+                       event.get("partition", ""), "", 0, 0, "", event["time"], 0, 0, 0, "",
+                       "")
     raise JobError(f"no job {job_id} in cluster '{cluster.name}'", hint="see `cloudhpc jobs`")
 
 

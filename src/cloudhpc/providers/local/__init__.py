@@ -121,6 +121,13 @@ class LocalProvider:
                 return info(NodeState.DOWN, f"{daemon['name']} is not running")
         return info(NodeState.RUNNING)
 
+    def created_at(self, name: str) -> float | None:
+        """When the node's namespace was made (None if it does not exist)."""
+        try:
+            return (NETNS_DIR / netns_name(self.plan, name)).stat().st_mtime
+        except OSError:
+            return None
+
     def supervisor_pid(self, name: str) -> int | None:
         pid = processes.read_pid(self.cdir.node(name) / "run" / "supervisor.pid")
         return pid if pid is not None and processes.alive(pid) else None
