@@ -22,6 +22,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Node.js tools (Azurite, the storage node's blob service), pinned in package-lock.json
+if ! command -v npm >/dev/null; then
+  echo "installing system packages: nodejs npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends nodejs npm
+fi
+if [ ! -f node_modules/.installed ] || [ package-lock.json -nt node_modules/.installed ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+  touch node_modules/.installed
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

@@ -48,12 +48,15 @@ class Cluster:
     """A cluster known to this machine's state store."""
 
     def __init__(self, record: ClusterRecord, store: Store, runner: Runner | None = None) -> None:
-        self.record = record
         self.store = store
         self.runner = runner or Runner()
+        self._load(record)
+
+    def _load(self, record: ClusterRecord) -> None:
+        self.record = record
         self.template = Template.model_validate(record.template)
         self.plan: Plan = make_plan(self.template)
-        self.dir = ClusterDir.of(record.name, store.path.parent)
+        self.dir = ClusterDir.of(record.name, self.store.path.parent)
         self.provider = LocalProvider(self.plan, self.dir, self.runner)
         self.slurm = SlurmClient(self.exec_head)
 
@@ -224,6 +227,18 @@ class Cluster:
         causes = [e.get("cause", "") for e in self.events.read(since, {"node_failed"})
                   if e.get("nodeset") in sets]
         return list(dict.fromkeys(c for c in causes if c))
+
+    def scale(self, nodeset: str, min_nodes: int | None = None,
+              max_nodes: int | None = None) -> dict[str, Any]:
+        """Change a node set's min/max on the running cluster; jobs are kept."""
+        from cloudhpc import live
+
+        with lifecycle.host_lock():
+            result = live.scale(self, nodeset, min_nodes, max_nodes)
+        fresh = self.store.cluster(self.name)
+        if fresh is not None:
+            self._load(fresh)
+        return result
 
     # -- jobs ---------------------------------------------------------------------------
     def submit(self, script: str | Path, *, nodes: int | None = None,

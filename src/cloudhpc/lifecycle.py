@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from cloudhpc.plan import Plan
 from cloudhpc.providers.local import LocalProvider
 from cloudhpc.runner import require_programs
 from cloudhpc.slurm.client import SlurmClient
+from cloudhpc.storage.account import PORT
 
 Progress = Callable[[str, int, int], None]
 LOCAL_PROGRAMS = ["ip", "nsenter", "unshare", "setsid", "munged", "slurmctld", "slurmd",
@@ -64,6 +66,8 @@ def bring_up(plan: Plan, cdir: ClusterDir, provider: LocalProvider, slurm: Slurm
                 provider.launch(plan.static_nodes())
             else:
                 wait_idle(plan, slurm, timeout)
+                if plan.blob:
+                    wait_blob(plan, timeout)
         progress("ready", len(STEPS), len(STEPS))
     except BaseException as exc:
         if cleanup:
@@ -96,6 +100,20 @@ def wait_idle(plan: Plan, slurm: SlurmClient, timeout: float) -> None:
     shown = ", ".join(f"{n}={states.get(n, 'unknown')}" for n in bad[:5])
     raise ProvisionError("wait for Slurm", f"nodes not idle after {timeout:.0f} s: {shown}",
                          hint="see the slurmctld and slurmd logs under the cluster's logs/")
+
+
+def wait_blob(plan: Plan, timeout: float) -> None:
+    """Wait until the storage node's blob service accepts connections."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((plan.storage.address, PORT), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise ProvisionError("wait for Slurm", f"the blob store on {plan.storage.address}:{PORT} "
+                         f"did not start in {timeout:.0f} s",
+                         hint="see logs/azurite.log under the storage node's directory")
 
 
 def tear_down(plan: Plan, cdir: ClusterDir, provider: LocalProvider) -> None:

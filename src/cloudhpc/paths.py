@@ -48,6 +48,14 @@ class ClusterDir:
         return self.etc / "munge.key"
 
     @property
+    def blob_account(self) -> Path:
+        return self.etc / "blob.json"
+
+    @property
+    def blob_data(self) -> Path:
+        return self.root / "blob"
+
+    @property
     def control(self) -> Path:
         return self.root / "control"
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import hostlist
 
 from cloudhpc import sizes
+from cloudhpc.addressing import FIXED_ADDRESSES, nodeset_share
 from cloudhpc.template.schema import Template
 
 
@@ -66,6 +67,7 @@ class Plan:
     partitions: list[Partition]
     short_id: str = field(default="")
     nodesets: list[NodeSetPlan] = field(default_factory=list)
+    blob: bool = True
 
     @property
     def prefixlen(self) -> int:
@@ -78,6 +80,10 @@ class Plan:
     @property
     def head(self) -> NodeSpec:
         return next(n for n in self.nodes if n.role is Role.HEAD)
+
+    @property
+    def storage(self) -> NodeSpec:
+        return next(n for n in self.nodes if n.role is Role.STORAGE)
 
     def node(self, name: str) -> NodeSpec | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -108,20 +114,22 @@ def local_cpus(size_name: str, cap: int) -> int:
 
 def make_plan(t: Template) -> Plan:
     net = ipaddress.ip_network(t.network.cidr)
-    hosts = net.hosts()
-    gateway = str(next(hosts))
+    first = net.network_address + 1
+    gateway = str(first)
     cap = t.local.cpu_cap
     nodes = [
-        NodeSpec("head", Role.HEAD, str(next(hosts)), local_cpus(t.head.size, cap),
+        NodeSpec("head", Role.HEAD, str(first + 1), local_cpus(t.head.size, cap),
                  size=t.head.size),
-        NodeSpec("storage", Role.STORAGE, str(next(hosts)), 1),
+        NodeSpec("storage", Role.STORAGE, str(first + 2), 1),
     ]
+    share = nodeset_share(t.network.cidr, len(t.compute))
     members: dict[str, list[str]] = {}
     sets = []
     for i, ns in enumerate(t.compute):
         names = [f"{ns.name}-{k}" for k in range(1, ns.max + 1)]
+        base = first + FIXED_ADDRESSES + i * share
         for k, name in enumerate(names):
-            nodes.append(NodeSpec(name, Role.COMPUTE, str(next(hosts)),
+            nodes.append(NodeSpec(name, Role.COMPUTE, str(base + k),
                                   local_cpus(ns.size, cap), ns.name, dynamic=k >= ns.min,
                                   size=ns.size))
         partition = ns.partition or ns.name
@@ -131,4 +139,4 @@ def make_plan(t: Template) -> Plan:
     partitions = [Partition(name, names, default=k == 0)
                   for k, (name, names) in enumerate(members.items())]
     return Plan(t.name, str(net), gateway, t.network.mtu, nodes, partitions, short_id(t.name),
-                sets)
+                sets, blob=t.storage.blob.enabled)

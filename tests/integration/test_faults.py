@@ -126,3 +126,27 @@ def test_two_clusters_side_by_side(cluster: Cluster, tmp_path: Path) -> None:
     finally:
         other.down()
     assert not [n for n in netns() if n.startswith("t-two")]
+
+
+def test_slurmctld_killed_keeps_queued_and_running_jobs(scratch_cluster: Cluster,
+                                                       tmp_path: Path) -> None:
+    c = scratch_cluster
+    run = tmp_path / "r.sh"
+    run.write_text("#!/bin/sh\nsleep 4; echo survived\n")
+    queue = tmp_path / "q.sh"
+    queue.write_text("#!/bin/sh\necho queued-ok\n")
+    running = c.submit(run, nodes=2, ntasks_per_node=4)  # takes every CPU
+    queued = c.submit(queue, nodes=2)
+    deadline = time.monotonic() + 30
+    while c.job(running.job_id).state is not JobState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert c.job(queued.job_id).state is JobState.PENDING
+    time.sleep(1)
+    c.kill_daemon("head", "slurmctld")
+    deadline = time.monotonic() + 15
+    while not c.slurm.ping() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert c.slurm.ping()  # supervised back within seconds
+    for job, text in ((running, "survived"), (queued, "queued-ok")):
+        assert c.wait(job.job_id, timeout=120).state is JobState.COMPLETED
+        assert text in c.logs(job.job_id)

@@ -33,7 +33,7 @@ def test_plan_names_and_addresses() -> None:
         "head", "storage", "hpc-1", "hpc-2", "hpc-3", "hpc-4", "mpi-1", "mpi-2", "mpi-3"]
     assert plan.gateway == "198.18.0.1"
     assert plan.head.address == "198.18.0.2"
-    assert plan.node("mpi-3").address == "198.18.0.10"  # type: ignore[union-attr]
+    assert plan.node("mpi-3").address == "198.18.0.131"  # type: ignore[union-attr]
     assert [n.dynamic for n in plan.compute()] == [False] * 6 + [True]
     assert plan.partitions[0].hostlist == "hpc-[1-4]"
     assert plan.partitions[1].default is False
@@ -61,5 +61,5 @@ def test_hosts_file_lists_every_node() -> None:
     plan = make_plan(template())
     text = hosts_file(plan)
     assert "198.18.0.2\thead" in text
-    assert "198.18.0.10\tmpi-3" in text
+    assert "198.18.0.131\tmpi-3" in text
     assert plan.nodes[0].role is Role.HEAD

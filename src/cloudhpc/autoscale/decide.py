@@ -9,7 +9,6 @@ from dataclasses import dataclass
 CAPACITY_PREFIX = "capacity:"
 LOST_PREFIX = "node lost"
 RESUME_FAILED_PREFIX = "resume failed"
-BACKOFF_PREFIXES = (CAPACITY_PREFIX, RESUME_FAILED_PREFIX)
 ORPHAN_GRACE = 10.0  # a node this young may be one Slurm is just resuming
 
 
@@ -61,7 +60,7 @@ def decide(slurm: dict[str, SlurmNode], provider: dict[str, ProviderNode],
             # a dynamic node whose processes died: its jobs are requeued, Slurm powers it
             # down (our SuspendProgram removes it) and brings up a fresh one when needed
             actions.append(Action(Act.FAIL_DYNAMIC, name, p.detail or "processes gone"))
-        elif (is_dynamic and powered_down and not in_transition
+        elif (is_dynamic and powered_down and not in_transition and s.state in ("idle", "down")
               and p.state in ("running", "starting", "down") and p.age >= ORPHAN_GRACE):
             # Slurm does not count this node as up: nobody pays for a node nobody uses
             actions.append(Action(Act.REMOVE_ORPHAN, name, "powered down in Slurm"))
@@ -70,7 +69,10 @@ def decide(slurm: dict[str, SlurmNode], provider: dict[str, ProviderNode],
             if s.reason.startswith(LOST_PREFIX):
                 # the lost node is gone: Slurm may create a fresh one whenever jobs need it
                 actions.append(Action(Act.RETRY, name, "lost node removed"))
-            elif s.reason.startswith(BACKOFF_PREFIXES) and s.reason_age >= cooldown:
-                # the node set backed off for the cooldown; let Slurm ask for it again
+            elif ((s.reason.startswith(CAPACITY_PREFIX) and s.reason_age >= cooldown)
+                  or (s.reason.startswith(RESUME_FAILED_PREFIX)
+                      and s.reason_age >= cooldown / 4)):
+                # the node set backed off (a failed boot for a shorter while than a quota
+                # or capacity shortage); let Slurm ask for the node again
                 actions.append(Action(Act.RETRY, name, "cooldown over"))
     return actions

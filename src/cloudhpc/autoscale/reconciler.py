@@ -68,6 +68,7 @@ class Reconciler:
         self.last: dict[str, str] = {}
         self.started: set[int] = set()
         self.ctld_pid: str | None = None
+        self.recovering_until = 0.0
         self.jobcomp = cluster_dir / "slurm" / "jobcomp.txt"
         self.offset = self.jobcomp.stat().st_size if self.jobcomp.exists() else 0
 
@@ -117,8 +118,11 @@ class Reconciler:
         its state a few seconds after accepting a job, and a crash in that window loses it."""
         pid = (self.dir / "nodes" / "head" / "run" / "slurmctld.pid").read_text().strip()
         before, self.ctld_pid = self.ctld_pid, pid
+        if time.time() < self.recovering_until:
+            self.release_held()
         if before is None or before == pid:
             return
+        self.recovering_until = time.time() + 300
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -141,6 +145,23 @@ class Reconciler:
             out = run(["sbatch", "--parsable", *event["argv"]]).strip().split(";")[0]
             self.events.emit("job_resubmitted", job=job, new_job=int(out),
                              cause="lost by slurmctld in a crash")
+
+    def release_held(self) -> None:
+        """A job started in the seconds before slurmctld crashed comes back as pending (its
+        start was not saved yet) while its first run goes on; the relaunch then meets that
+        run, drains the node ('Duplicate jobid') and holds the job. Resume such nodes and
+        release such jobs: once the first run is over, the job runs again and completes."""
+        for row in run(["sinfo", "-h", "-N", "-t", "drain", "-o", "%N|%E"]).splitlines():
+            node, _, reason = row.partition("|")
+            if reason.startswith("Duplicate jobid"):
+                scontrol_update(node, "state=resume")
+                self.events.emit("node_resumed", node=node, cause=reason)
+        for row in run(["squeue", "-h", "-t", "PD", "-o", "%i|%r"]).splitlines():
+            job, _, reason = row.partition("|")
+            if reason.startswith("launch failed requeued held"):
+                run(["scontrol", "release", job])
+                scontrol("update", f"jobid={job}", "starttime=now")  # skip the requeue delay
+                self.events.emit("job_released", job=int(job), cause=reason)
 
     def finished_jobs(self) -> list[Job]:
         """Jobs Slurm recorded as finished since the last tick (its jobcomp file)."""

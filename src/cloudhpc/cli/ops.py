@@ -56,6 +56,23 @@ def register(app: typer.Typer) -> None:
         table("events", ["time", "kind", "detail"],
               [(_line(e)[:12], e["kind"], _detail(e)) for e in found])
 
+    @app.command()
+    def scale(nodeset: str,
+              min_nodes: Annotated[int | None,
+                                   typer.Option("--min", help="static nodes")] = None,
+              max_nodes: Annotated[int | None,
+                                   typer.Option("--max", help="most nodes")] = None,
+              cluster: ClusterOpt = None, as_json: JsonOpt = False) -> None:
+        """Change a node set's min/max on a running cluster, keeping running and queued
+        jobs."""
+        result = Cluster.get(cluster).scale(nodeset, min_nodes, max_nodes)
+        if as_json:
+            emit_json(result)
+        else:
+            out.print(f"node set {nodeset}: min {result['min']}, max {result['max']}"
+                      + (f"; removed {', '.join(result['removed'])}" if result["removed"]
+                         else ""))
+
     @chaos.command("kill-node")
     def kill_node(node: str, cluster: ClusterOpt = None) -> None:
         """Make NODE vanish abruptly, like a VM losing power."""

@@ -16,6 +16,8 @@ from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import NodeSpec, Plan, Role
 from cloudhpc.runner import BASE_PATH
 from cloudhpc.slurm.conf import CTLD_PROLOG, OMPI_MCA_PARAMS, TASK_PROLOG, SlurmPaths, render
+from cloudhpc.storage.account import BlobAccount
+from cloudhpc.storage.azurite import azurite_daemon
 
 MUNGE_SOCKET = "/run/munge/munge.socket.2"
 # Paths every node sees, bound from the cluster's state directory. The host must have the
@@ -63,6 +65,8 @@ def write_cluster_files(plan: Plan, cdir: ClusterDir, template_json: str) -> Non
         script.write_text(POWER_SCRIPT.format(python=sys.executable, state=cdir.root,
                                               action=action))
         script.chmod(0o755)
+    if plan.blob and not cdir.blob_account.exists():
+        BlobAccount.generate(plan.storage.address).save(cdir.blob_account)
     if not cdir.munge_key.exists():
         fd = os.open(cdir.munge_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
         with os.fdopen(fd, "wb") as fh:
@@ -92,6 +96,9 @@ def daemons(node: NodeSpec, cdir: ClusterDir) -> list[dict[str, Any]]:
     if node.role is Role.COMPUTE:
         argv = ["slurmd", "-D", "-N", node.name] + (["-b"] if node.dynamic else [])
         return [munged, {"name": "slurmd", "argv": argv}]
+    if node.role is Role.STORAGE and cdir.blob_account.exists():
+        account = BlobAccount.load(cdir.blob_account)
+        return [munged, azurite_daemon(node.address, cdir.blob_data, account)]
     return [munged]
 
 

@@ -44,6 +44,7 @@ class Daemon:
         self.name: str = spec["name"]
         self.argv: list[str] = spec["argv"]
         self.wait_for: str | None = spec.get("wait_for")
+        self.env: dict[str, str] = spec.get("env", {})
         self.pidfile = run_dir / f"{self.name}.pid"
         self.logfile = log_dir / f"{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -55,7 +56,7 @@ class Daemon:
             os.unlink(self.wait_for)  # stale socket of a killed predecessor
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=env,
+                                         stderr=subprocess.STDOUT, env={**env, **self.env},
                                          preexec_fn=_child_setup)
         self.starts += 1
         self.pidfile.write_text(f"{self.proc.pid}\n")

@@ -24,8 +24,14 @@ class SharedFS(_Model):
     path: Literal["/shared"] = Field("/shared", description="mount point on every node")
 
 
+class Blob(_Model):
+    enabled: bool = Field(True, description="run a blob store (Azurite locally, a storage "
+                          "account on Azure) for job inputs, outputs and executables")
+
+
 class Storage(_Model):
     shared: SharedFS = Field(default_factory=SharedFS)
+    blob: Blob = Field(default_factory=Blob)
 
 
 class NodeSet(_Model):

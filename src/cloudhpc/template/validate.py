@@ -7,13 +7,13 @@ import re
 from collections.abc import Callable, Iterator
 
 from cloudhpc import sizes
+from cloudhpc.addressing import nodeset_share
 from cloudhpc.template.findings import Finding, Level, Loc, line_of
 from cloudhpc.template.schema import Template
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 NODESET_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 RESERVED_NODES = {"head", "storage"}
-FIXED_ADDRESSES = 3  # network, host gateway (.1), head, storage -> see plan.py
 Lines = dict[Loc, int]
 Validator = Callable[[Template, Lines, list[tuple[str, str]]], Iterator[Finding]]
 
@@ -83,14 +83,16 @@ def network(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterat
         yield _f(Level.ERROR, path, f"not an IPv4 network: {t.network.cidr!r}",
                  "write it like 198.18.0.0/24 (host bits zero)", lines)
         return
-    needed = FIXED_ADDRESSES + sum(ns.max for ns in t.compute)
-    usable = net.num_addresses - 2
-    if needed > usable:
-        prefix = 32
-        while (2 ** (32 - prefix)) - 2 < needed:
-            prefix -= 1
-        yield _f(Level.ERROR, path, f"too small: {usable} usable addresses, the host, head, "
-                 f"storage and all max nodes need {needed}", f"use a /{prefix} or larger", lines)
+    share = nodeset_share(t.network.cidr, len(t.compute))
+    for i, ns in enumerate(t.compute):
+        if ns.max > share:
+            prefix = 32
+            while nodeset_share(f"0.0.0.0/{prefix}", len(t.compute)) < ns.max:
+                prefix -= 1
+            yield _f(Level.ERROR, path, f"too small: compute[{i}] ({ns.name}) has max "
+                     f"{ns.max} nodes but each of the {len(t.compute)} node set(s) owns "
+                     f"{share} addresses of it (after the host, head and storage)",
+                     f"use a /{prefix} or larger", lines)
     for other, cidr in running:
         if other != t.name and net.overlaps(ipaddress.ip_network(cidr)):
             yield _f(Level.ERROR, path, f"overlaps cluster '{other}' ({cidr})",

@@ -1,0 +1,43 @@
+"""Azurite, the Azure Storage emulator, as the local storage node's blob service."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from cloudhpc.errors import CloudHPCError
+from cloudhpc.storage.account import PORT, BlobAccount
+
+# the project's own npm install (package.json at the repository root)
+PROJECT_BIN = Path(__file__).resolve().parents[3] / "node_modules" / ".bin" / "azurite-blob"
+
+
+class AzuriteMissingError(CloudHPCError):
+    def __init__(self) -> None:
+        super().__init__("Azurite (npm package 'azurite') is not installed; the storage "
+                         "node needs it for the blob store",
+                         hint="run `make install` (it runs `npm install` in the project), or "
+                         "set storage.blob.enabled: false in the template")
+
+
+def azurite_bin() -> str:
+    for candidate in (os.environ.get("CLOUDHPC_AZURITE"), str(PROJECT_BIN),
+                      shutil.which("azurite-blob")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise AzuriteMissingError()
+
+
+def azurite_daemon(address: str, data_dir: Path, account: BlobAccount) -> dict[str, Any]:
+    """Supervisor spec: listens on the cluster network only, data under the state directory,
+    the cluster's generated key instead of the well-known one, and no telemetry."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return {
+        "name": "azurite",
+        "argv": [azurite_bin(), "--blobHost", address, "--blobPort", str(PORT),
+                 "--location", str(data_dir), "--disableTelemetry", "--skipApiVersionCheck",
+                 "--loose", "--silent"],
+        "env": {"AZURITE_ACCOUNTS": account.azurite_accounts},
+    }

@@ -1,0 +1,233 @@
+"""The cluster's blob store through the real azure-storage-blob client: list, put, get, rm
+with parallel block transfers and SHA-256 checksums verified end to end (computed where the
+data is read, stored as blob metadata, checked where it is written back)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
+
+from cloudhpc.errors import CloudHPCError
+from cloudhpc.storage.account import BlobAccount
+from cloudhpc.storage.urls import BlobURL
+
+BLOCK = 8 * 1024 * 1024
+CONCURRENCY = 4  # parallel block transfers per large blob
+FILES_IN_PARALLEL = 8  # small blobs moved at once
+Progress = Callable[[int], None]  # called with the number of bytes just moved
+
+
+class StorageError(CloudHPCError):
+    """A blob operation that failed, named with the blob it was about."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str  # blob:// address
+    size: int
+    modified: float
+    sha256: str
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(root: Path) -> Iterator[Path]:
+    for dirpath, _dirs, names in os.walk(root):
+        for name in sorted(names):
+            yield Path(dirpath) / name
+
+
+class BlobStore:
+    """Operations on one cluster's blob store; every failure is a StorageError."""
+
+    def __init__(self, account: BlobAccount, *, retries: int = 4) -> None:
+        self.account = account
+        retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=retries)
+        self.service = BlobServiceClient(
+            account.endpoint, credential={"account_name": account.account,
+                                          "account_key": account.key},
+            retry_policy=retry, connection_timeout=5, read_timeout=60,
+            max_block_size=BLOCK, max_single_put_size=BLOCK)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _container(self, url: BlobURL) -> ContainerClient:
+        return self.service.get_container_client(url.container)
+
+    def _fail(self, what: str, url: BlobURL | str, exc: Exception) -> StorageError:
+        if isinstance(exc, ServiceRequestError):
+            return StorageError(f"{what} {url}: the blob store at {self.account.endpoint} "
+                                "does not answer",
+                                hint="check the storage node with `cloudhpc status`")
+        if isinstance(exc, ResourceNotFoundError):
+            if getattr(exc, "error_code", "") == "ContainerNotFound":
+                return StorageError(f"{what} {url}: its container does not exist",
+                                    hint="create it with `cloudhpc storage mkdir CONTAINER`")
+            return StorageError(f"{what} {url}: no such blob",
+                                hint="list what exists with `cloudhpc storage ls`")
+        message = getattr(exc, "message", None) or str(exc)
+        return StorageError(f"{what} {url} failed: {message.splitlines()[0]}")
+
+    # -- queries -------------------------------------------------------------------------
+    def containers(self) -> list[str]:
+        try:
+            return [c.name for c in self.service.list_containers()]
+        except AzureError as exc:
+            raise self._fail("listing containers of", self.account.endpoint, exc) from None
+
+    def container_exists(self, name: str) -> bool:
+        try:
+            return bool(self.service.get_container_client(name).exists())
+        except AzureError as exc:
+            raise self._fail("checking container", f"blob://{name}", exc) from None
+
+    def ls(self, url: BlobURL) -> list[Entry]:
+        """Blobs at URL: the blob itself, or every blob below it as a folder."""
+        prefix = url.path
+        try:
+            out = []
+            for b in self._container(url).list_blobs(name_starts_with=prefix or None,
+                                                     include=["metadata"]):
+                if prefix and b.name != prefix and not b.name.startswith(prefix + "/"):
+                    continue
+                out.append(Entry(str(BlobURL(url.container, b.name)), b.size,
+                                 b.last_modified.timestamp(),
+                                 (b.metadata or {}).get("sha256", "")))
+            return out
+        except AzureError as exc:
+            raise self._fail("listing", url, exc) from None
+
+    def exists(self, url: BlobURL) -> bool:
+        """True when URL names a blob or a folder holding blobs."""
+        return bool(self.ls(url))
+
+    # -- changes -------------------------------------------------------------------------
+    def mkdir(self, container: str) -> bool:
+        """Create a container; False when it existed already."""
+        try:
+            self.service.create_container(container)
+            return True
+        except ResourceExistsError:
+            return False
+        except AzureError as exc:
+            raise self._fail("creating container", f"blob://{container}", exc) from None
+
+    def put(self, local: Path, url: BlobURL, progress: Progress | None = None,
+            create: bool = True) -> list[Entry]:
+        """Upload a file (to URL, or URL/NAME when URL is a container) or a directory
+        (each file below URL). Returns what was stored."""
+        if not local.exists():
+            raise StorageError(f"nothing to upload at {local}", hint="check the local path")
+        if create:
+            self.mkdir(url.container)
+        if local.is_file():
+            target = url if url.path else url.child(local.name)
+            return [self._put_file(local, target, progress)]
+        pairs = [(f, url.child(f.relative_to(local).as_posix())) for f in _files(local)]
+        with ThreadPoolExecutor(FILES_IN_PARALLEL) as pool:
+            return list(pool.map(lambda p: self._put_file(p[0], p[1], progress), pairs))
+
+    def _put_file(self, path: Path, url: BlobURL, progress: Progress | None) -> Entry:
+        sha = _sha256(path)
+        size = path.stat().st_size
+        hook = _hook(progress)
+        try:
+            with open(path, "rb") as fh:
+                self._container(url).upload_blob(
+                    url.path, fh, length=size, overwrite=True, metadata={"sha256": sha},
+                    max_concurrency=CONCURRENCY, progress_hook=hook)
+        except AzureError as exc:
+            raise self._fail("uploading to", url, exc) from None
+        return Entry(str(url), size, path.stat().st_mtime, sha)
+
+    def get(self, url: BlobURL, local: Path, progress: Progress | None = None) -> list[Path]:
+        """Download a blob to LOCAL (a file, or LOCAL/NAME when LOCAL is a directory), or
+        every blob below a folder URL into the directory LOCAL. Each file's SHA-256 is
+        checked against the one recorded at upload; a mismatch removes the file."""
+        entries = self.ls(url)
+        if not entries:
+            raise StorageError(f"nothing at {url}",
+                               hint="list what exists with `cloudhpc storage ls`")
+        single = len(entries) == 1 and entries[0].name == str(url)
+        if single:
+            target = local / Path(url.path).name if local.is_dir() else local
+            return [self._get_file(url, entries[0], target, progress)]
+        jobs = []
+        for e in entries:
+            rel = e.name[len(str(url)) + 1:]
+            jobs.append((BlobURL(url.container, e.name.split("/", 3)[3]), e, local / rel))
+        with ThreadPoolExecutor(FILES_IN_PARALLEL) as pool:
+            return list(pool.map(lambda j: self._get_file(j[0], j[1], j[2], progress), jobs))
+
+    def _get_file(self, url: BlobURL, entry: Entry, target: Path,
+                  progress: Progress | None) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.part")
+        try:
+            with open(partial, "wb") as fh:
+                self._container(url).download_blob(
+                    url.path, max_concurrency=CONCURRENCY,
+                    progress_hook=_hook(progress)).readinto(fh)
+        except AzureError as exc:
+            partial.unlink(missing_ok=True)
+            raise self._fail("downloading", url, exc) from None
+        if entry.sha256 and _sha256(partial) != entry.sha256:
+            partial.unlink(missing_ok=True)
+            raise StorageError(f"downloading {url}: checksum mismatch (the data changed on "
+                               "the way)", hint="run the transfer again")
+        partial.replace(target)
+        return target
+
+    def rm(self, url: BlobURL, recursive: bool = False) -> int:
+        """Delete a blob, or with recursive every blob below URL (a whole container when
+        URL names only the container). Returns how many blobs were deleted."""
+        entries = self.ls(url)
+        if not entries:
+            raise StorageError(f"nothing at {url}", hint="list with `cloudhpc storage ls`")
+        if (len(entries) > 1 or entries[0].name != str(url)) and not recursive:
+            raise StorageError(f"{url} is a folder of {len(entries)} blobs",
+                               hint="add --recursive to delete them all")
+        try:
+            names = [e.name.split("/", 3)[3] for e in entries]
+            container = self._container(url)
+            for start in range(0, len(names), 256):
+                container.delete_blobs(*names[start:start + 256])
+            if recursive and not url.path:
+                container.delete_container()
+        except AzureError as exc:
+            raise self._fail("deleting", url, exc) from None
+        return len(entries)
+
+
+def _hook(progress: Progress | None) -> Callable[[int, int | None], None] | None:
+    if progress is None:
+        return None
+    seen = [0]
+
+    def hook(current: int, _total: int | None) -> None:
+        progress(current - seen[0])
+        seen[0] = current
+
+    return hook
+
+
+def summary(entries: list[Entry]) -> dict[str, Any]:
+    return {"blobs": len(entries), "bytes": sum(e.size for e in entries)}
