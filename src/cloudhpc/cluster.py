@@ -9,10 +9,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudhpc import lifecycle
-from cloudhpc.errors import CloudHPCError, ClusterExists, ClusterNotFound, NodeNotFound
+from cloudhpc.errors import (
+    CloudHPCError,
+    ClusterExists,
+    ClusterNotFound,
+    NodeNotFound,
+    StorageError,
+)
 from cloudhpc.events import EventLog
 from cloudhpc.jobs import service as jobs_service
 from cloudhpc.jobs.model import Job
@@ -24,7 +30,12 @@ from cloudhpc.providers.local import LocalProvider, processes
 from cloudhpc.runner import BASE_PATH, Result, Runner
 from cloudhpc.slurm.client import SlurmClient
 from cloudhpc.state import ClusterRecord, Store
+from cloudhpc.storage.account import BlobAccount
+from cloudhpc.storage.urls import StageIn, StageOut
 from cloudhpc.template import Template, load
+
+if TYPE_CHECKING:
+    from cloudhpc.storage.blob import BlobStore
 
 NODE_ENV = {"PATH": BASE_PATH, "HOME": "/root", "LANG": "C.UTF-8",
             "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
@@ -244,10 +255,25 @@ class Cluster:
     def submit(self, script: str | Path, *, nodes: int | None = None,
                ntasks_per_node: int | None = None, partition: str | None = None,
                name: str | None = None, wait: bool = False,
-               timeout: float | None = None) -> Job:
+               timeout: float | None = None, stage_in: Sequence[str | StageIn] = (),
+               stage_out: Sequence[str | StageOut] = (), exe: Sequence[str] = ()) -> Job:
+        """Submit a batch script. stage_in: 'blob://CONTAINER/PATH[:DEST]' fetched into the
+        job's directory before it starts; stage_out: 'SRC:blob://CONTAINER/PATH' stored
+        after it ends (also when it failed); exe: programs in blob storage fetched once into
+        /shared and put on the job's PATH."""
         return jobs_service.submit(self, Path(script), nodes=nodes,
                                    ntasks_per_node=ntasks_per_node, partition=partition,
-                                   name=name, wait=wait, timeout=timeout)
+                                   name=name, wait=wait, timeout=timeout, stage_in=stage_in,
+                                   stage_out=stage_out, exe=exe)
+
+    @property
+    def storage(self) -> BlobStore:
+        """The cluster's blob store (Azurite on the storage node, locally)."""
+        if not self.dir.blob_account.exists():
+            raise StorageError(f"cluster '{self.name}' has no blob store",
+                               hint="set storage.blob.enabled: true in its template")
+        from cloudhpc.storage.blob import BlobStore  # the Azure SDK loads only when used
+        return BlobStore(BlobAccount.load(self.dir.blob_account))
 
     def jobs(self, history: bool = False) -> list[Job]:
         return jobs_service.list_jobs(self, include_history=history)

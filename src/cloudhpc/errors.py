@@ -82,3 +82,7 @@ class JobError(CloudHPCError):
 
 class NodeNotFound(CloudHPCError):
     pass
+
+
+class StorageError(CloudHPCError):
+    """A blob operation that failed, named with the blob it was about."""

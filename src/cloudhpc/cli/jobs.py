@@ -28,6 +28,13 @@ def _show(job: Job) -> None:
             ("submitted", _when(job.submit_time)), ("started", _when(job.start_time)),
             ("ended", _when(job.end_time)), ("exit code", job.exit_code),
             ("output", job.stdout or "-")]
+    for phase in ("in", "out"):
+        record = (job.staging or {}).get(phase)
+        if record:
+            moved = ", ".join(f"{t['source']} -> {t['dest']}"
+                              + ("" if t.get("ok") else f" ({t.get('error', 'failed')})")
+                              for t in record.get("transfers", []))
+            rows.append((f"stage-{phase}", f"{record['state']}: {moved or '-'}"))
     table(f"job {job.job_id}", ["field", "value"], rows)
 
 
@@ -42,13 +49,23 @@ def register(app: typer.Typer) -> None:
                              typer.Option(help="partition (= node set)")] = None,
         name: Annotated[str | None, typer.Option(help="job name")] = None,  # noqa: UP007
         wait: Annotated[bool, typer.Option(help="wait for the end; print the output")] = False,
+        stage_in: Annotated[list[str] | None, typer.Option(  # noqa: UP007
+            "--stage-in", help="blob://CONTAINER/PATH[:DEST] fetched before the script "
+            "starts (repeatable)")] = None,
+        stage_out: Annotated[list[str] | None, typer.Option(  # noqa: UP007
+            "--stage-out", help="SRC:blob://CONTAINER/PATH stored after the script, even if "
+            "it failed (repeatable)")] = None,
+        exe: Annotated[list[str] | None, typer.Option(  # noqa: UP007
+            "--exe", help="program in blob storage, fetched once to /shared and put on the "
+            "job's PATH (repeatable)")] = None,
         cluster: ClusterOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Submit a batch script to Slurm (it runs in its own directory under /shared/jobs)."""
         c = Cluster.get(cluster)
         job = c.submit(script, nodes=nodes, ntasks_per_node=ntasks_per_node,
-                       partition=partition, name=name)
+                       partition=partition, name=name, stage_in=stage_in or [],
+                       stage_out=stage_out or [], exe=exe or [])
         if not wait:
             if as_json:
                 emit_json(job.as_dict())

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from cloudhpc import sizes as size_table
 from cloudhpc.cli import jobs as jobs_cli
 from cloudhpc.cli import ops as ops_cli
+from cloudhpc.cli import storage as storage_cli
 from cloudhpc.cli.output import emit_json, err, out, report_error, table
 from cloudhpc.cluster import Cluster
 from cloudhpc.errors import CloudHPCError, TemplateError
@@ -25,6 +26,7 @@ app = typer.Typer(help="Declare an HPC cluster once; bring it up locally or on A
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 jobs_cli.register(app)
 ops_cli.register(app)
+storage_cli.register(app)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 ClusterOpt = Annotated[str | None, typer.Option("-c", "--cluster",  # noqa: UP007

@@ -52,6 +52,7 @@ class Job:
     exit_code: int
     stdout: str
     workdir: str
+    staging: dict[str, Any] | None = None  # what stage-in / stage-out did, when asked for
 
     @property
     def done(self) -> bool:

@@ -7,13 +7,17 @@ import dataclasses
 import secrets
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloudhpc.errors import CommandError, JobError
+from cloudhpc.jobs import staging
 from cloudhpc.jobs.model import Job, JobState, from_keyvalues, from_squeue
 from cloudhpc.slurm.conf import SlurmPaths
 from cloudhpc.state import JobRecord
+from cloudhpc.storage.stage import read_status
+from cloudhpc.storage.urls import StageIn, StageOut
 
 if TYPE_CHECKING:
     from cloudhpc.cluster import Cluster
@@ -38,13 +42,17 @@ def _check_request(cluster: Cluster, script: Path, nodes: int | None,
 
 def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node: int | None,
            partition: str | None, name: str | None, wait: bool,
-           timeout: float | None) -> Job:
+           timeout: float | None, stage_in: Sequence[str | StageIn] = (),
+           stage_out: Sequence[str | StageOut] = (), exe: Sequence[str] = ()) -> Job:
     _check_request(cluster, script, nodes, ntasks_per_node, partition)
+    transfers = staging.check(cluster, stage_in, stage_out, exe)
     sub = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     workdir = f"/shared/jobs/{sub}"
     host_dir = cluster.dir.shared / "jobs" / sub
     host_dir.mkdir(parents=True)
     shutil.copy2(script, host_dir / script.name)
+    batch = staging.write(cluster, transfers, script, host_dir, workdir) if transfers \
+        else script.name
     stdout = f"{workdir}/slurm-%j.out"
     options = [f"--chdir={workdir}", f"--output={stdout}",
                f"--job-name={name or script.stem}"]
@@ -55,7 +63,7 @@ def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node
     if partition:
         options.append(f"--partition={partition}")
     try:
-        job_id = cluster.slurm.sbatch(options, f"{workdir}/{script.name}")
+        job_id = cluster.slurm.sbatch(options, f"{workdir}/{batch}")
     except CommandError as exc:
         shutil.rmtree(host_dir, ignore_errors=True)
         msg = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else str(exc)
@@ -67,7 +75,7 @@ def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node
     # the full request, so that the reconciler can resubmit a job slurmctld lost in a crash
     cluster.events.emit("job_submitted", job=job_id, script=script.name,
                         partition=partition or "", nodes=nodes or 1,
-                        argv=[*options, f"{workdir}/{script.name}"])
+                        argv=[*options, f"{workdir}/{batch}"])
     return wait_for(cluster, job_id, timeout) if wait else get_job(cluster, job_id)
 
 
@@ -87,6 +95,25 @@ def _history(cluster: Cluster) -> list[Job]:
 
 
 def get_job(cluster: Cluster, job_id: int) -> Job:
+    return _with_staging(cluster, _get_job(cluster, job_id))
+
+
+def _with_staging(cluster: Cluster, job: Job) -> Job:
+    """Add what staging did (JOBDIR/.cloudhpc/status.json) and its failure as the reason."""
+    workdir = job.workdir
+    if not workdir:
+        record = cluster.store.job(cluster.name, job.job_id)
+        workdir = record.workdir if record else ""
+    host = cluster.dir.host_path(workdir) if workdir else None
+    status = read_status(host) if host else {}
+    if not status:
+        return job
+    errors = [p["error"] for p in (status.get("in", {}), status.get("out", {})) if "error" in p]
+    reason = "; ".join(errors) if errors else job.reason
+    return dataclasses.replace(job, staging=status, reason=reason)
+
+
+def _get_job(cluster: Cluster, job_id: int) -> Job:
     line = cluster.slurm.job_line(job_id)
     if line:
         job = from_keyvalues(line)
@@ -100,13 +127,13 @@ def get_job(cluster: Cluster, job_id: int) -> Job:
         if job.job_id == job_id:
             record = cluster.store.job(cluster.name, job_id)
             if record:
-                return Job(**{**job.__dict__, "stdout": record.stdout})
+                return dataclasses.replace(job, stdout=record.stdout, workdir=record.workdir)
             return job
     events = cluster.events.read(kinds={"job_resubmitted", "job_submitted"})
     for event in events:
         if event["kind"] == "job_resubmitted" and event["job"] == job_id \
                 and event["new_job"] != job_id:
-            return get_job(cluster, event["new_job"])
+            return _get_job(cluster, event["new_job"])
     for event in events:
         if event["kind"] == "job_submitted" and event["job"] == job_id:
             # accepted by us, unknown to Slurm: lost in a slurmctld crash, about to be

@@ -17,7 +17,7 @@ from cloudhpc.plan import NodeSpec, Plan, Role
 from cloudhpc.runner import BASE_PATH
 from cloudhpc.slurm.conf import CTLD_PROLOG, OMPI_MCA_PARAMS, TASK_PROLOG, SlurmPaths, render
 from cloudhpc.storage.account import BlobAccount
-from cloudhpc.storage.azurite import azurite_daemon
+from cloudhpc.storage.azurite import METADATA_DB, azurite_daemon
 
 MUNGE_SOCKET = "/run/munge/munge.socket.2"
 # Paths every node sees, bound from the cluster's state directory. The host must have the
@@ -66,7 +66,8 @@ def write_cluster_files(plan: Plan, cdir: ClusterDir, template_json: str) -> Non
                                               action=action))
         script.chmod(0o755)
     if plan.blob and not cdir.blob_account.exists():
-        BlobAccount.generate(plan.storage.address).save(cdir.blob_account)
+        BlobAccount.generate(plan.storage.address,
+                             str(cdir.blob_data / METADATA_DB)).save(cdir.blob_account)
     if not cdir.munge_key.exists():
         fd = os.open(cdir.munge_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
         with os.fdopen(fd, "wb") as fh:

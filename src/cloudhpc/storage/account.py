@@ -21,11 +21,13 @@ class BlobAccount:
     account: str
     key: str
     endpoint: str  # http://ADDRESS:PORT/ACCOUNT (Azurite) or https://ACCOUNT.blob...
+    # Azurite's metadata file on this machine: a write is done once it has been saved
+    saved_state: str = ""
 
     @classmethod
-    def generate(cls, address: str) -> BlobAccount:
+    def generate(cls, address: str, saved_state: str = "") -> BlobAccount:
         key = base64.b64encode(secrets.token_bytes(64)).decode()
-        return cls(ACCOUNT, key, f"http://{address}:{PORT}/{ACCOUNT}")
+        return cls(ACCOUNT, key, f"http://{address}:{PORT}/{ACCOUNT}", saved_state)
 
     @classmethod
     def load(cls, path: Path) -> BlobAccount:

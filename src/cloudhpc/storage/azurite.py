@@ -13,6 +13,9 @@ from cloudhpc.storage.account import PORT, BlobAccount
 # the project's own npm install (package.json at the repository root)
 PROJECT_BIN = Path(__file__).resolve().parents[3] / "node_modules" / ".bin" / "azurite-blob"
 
+DURABLE_PATCH = Path(__file__).with_name("azurite_durable.js")
+METADATA_DB = "__azurite_db_blob__.json"  # where Azurite saves blob metadata (LokiJS)
+
 
 class AzuriteMissingError(CloudHPCError):
     def __init__(self) -> None:
@@ -39,5 +42,6 @@ def azurite_daemon(address: str, data_dir: Path, account: BlobAccount) -> dict[s
         "argv": [azurite_bin(), "--blobHost", address, "--blobPort", str(PORT),
                  "--location", str(data_dir), "--disableTelemetry", "--skipApiVersionCheck",
                  "--loose", "--silent"],
-        "env": {"AZURITE_ACCOUNTS": account.azurite_accounts},
+        "env": {"AZURITE_ACCOUNTS": account.azurite_accounts,
+                "NODE_OPTIONS": f"--require {DURABLE_PATCH}"},
     }

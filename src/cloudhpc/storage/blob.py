@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
 
-from cloudhpc.errors import CloudHPCError
+from cloudhpc.errors import StorageError
 from cloudhpc.storage.account import BlobAccount
 from cloudhpc.storage.urls import BlobURL
 
@@ -28,10 +29,6 @@ BLOCK = 8 * 1024 * 1024
 CONCURRENCY = 4  # parallel block transfers per large blob
 FILES_IN_PARALLEL = 8  # small blobs moved at once
 Progress = Callable[[int], None]  # called with the number of bytes just moved
-
-
-class StorageError(CloudHPCError):
-    """A blob operation that failed, named with the blob it was about."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +83,23 @@ class BlobStore:
         message = getattr(exc, "message", None) or str(exc)
         return StorageError(f"{what} {url} failed: {message.splitlines()[0]}")
 
+    def sync(self, since: float) -> None:
+        """Return once the store has saved what was written since SINCE (Azurite saves its
+        metadata every 100 ms; a crash after this loses nothing acknowledged)."""
+        if not self.account.saved_state:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if os.stat(self.account.saved_state).st_mtime > since:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise StorageError(f"the blob store at {self.account.endpoint} did not save the "
+                           "last write within 10 s", hint="check the storage node's "
+                           "azurite.log; run the transfer again")
+
     # -- queries -------------------------------------------------------------------------
     def containers(self) -> list[str]:
         try:
@@ -124,6 +138,7 @@ class BlobStore:
         """Create a container; False when it existed already."""
         try:
             self.service.create_container(container)
+            self.sync(time.time())
             return True
         except ResourceExistsError:
             return False
@@ -140,10 +155,14 @@ class BlobStore:
             self.mkdir(url.container)
         if local.is_file():
             target = url if url.path else url.child(local.name)
-            return [self._put_file(local, target, progress)]
-        pairs = [(f, url.child(f.relative_to(local).as_posix())) for f in _files(local)]
-        with ThreadPoolExecutor(FILES_IN_PARALLEL) as pool:
-            return list(pool.map(lambda p: self._put_file(p[0], p[1], progress), pairs))
+            stored = [self._put_file(local, target, progress)]
+        else:
+            pairs = [(f, url.child(f.relative_to(local).as_posix())) for f in _files(local)]
+            with ThreadPoolExecutor(FILES_IN_PARALLEL) as pool:
+                stored = list(pool.map(lambda p: self._put_file(p[0], p[1], progress),
+                                       pairs))
+        self.sync(time.time())
+        return stored
 
     def _put_file(self, path: Path, url: BlobURL, progress: Progress | None) -> Entry:
         sha = _sha256(path)
@@ -214,6 +233,7 @@ class BlobStore:
                 container.delete_container()
         except AzureError as exc:
             raise self._fail("deleting", url, exc) from None
+        self.sync(time.time())
         return len(entries)
 
 

@@ -15,12 +15,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudhpc.errors import CloudHPCError
 from cloudhpc.storage.account import BlobAccount
-from cloudhpc.storage.blob import BlobStore
 from cloudhpc.storage.urls import parse_blob_url
+
+if TYPE_CHECKING:
+    from cloudhpc.storage.blob import BlobStore
 
 META = ".cloudhpc"
 EXE_CACHE = "/shared/.cloudhpc/exe"
@@ -133,6 +135,8 @@ def stage_out(store: BlobStore, jobdir: Path, spec: dict[str, Any]) -> dict[str,
 def main(argv: list[str]) -> int:
     root, phase, jobdir_text = argv[:3]
     jobdir = Path(jobdir_text)
+    from cloudhpc.storage.blob import BlobStore
+
     spec = json.loads(spec_path(jobdir).read_text())
     store = BlobStore(BlobAccount.load(Path(root) / "etc" / "blob.json"))
     if phase == "in":
