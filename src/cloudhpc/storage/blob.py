@@ -91,7 +91,8 @@ class BlobStore:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                if os.stat(self.account.saved_state).st_mtime > since:
+                # file times come from the kernel's coarse clock (a few ms behind)
+                if os.stat(self.account.saved_state).st_mtime > since - 0.01:
                     return
             except OSError:
                 pass
@@ -225,12 +226,13 @@ class BlobStore:
             raise StorageError(f"{url} is a folder of {len(entries)} blobs",
                                hint="add --recursive to delete them all")
         try:
-            names = [e.name.split("/", 3)[3] for e in entries]
             container = self._container(url)
-            for start in range(0, len(names), 256):
-                container.delete_blobs(*names[start:start + 256])
             if recursive and not url.path:
-                container.delete_container()
+                container.delete_container()  # with everything in it
+            else:
+                names = [e.name.split("/", 3)[3] for e in entries]
+                with ThreadPoolExecutor(FILES_IN_PARALLEL) as pool:
+                    list(pool.map(container.delete_blob, names))
         except AzureError as exc:
             raise self._fail("deleting", url, exc) from None
         self.sync(time.time())
