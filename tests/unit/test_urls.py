@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from cloudhpc.storage.urls import (BlobURL, StagingError, parse_blob_url, parse_stage_in,
-                                   parse_stage_out)
+from cloudhpc.storage.urls import (
+    BlobURL,
+    StagingError,
+    parse_blob_url,
+    parse_stage_in,
+    parse_stage_out,
+)
 
 
 @pytest.mark.parametrize(("text", "container", "path"), [
