@@ -82,3 +82,39 @@ def test_down_after_killed_up(home: Path, tmp_path: Path) -> None:
     assert not [p for p in Path("/run/netns").iterdir() if p.name.startswith("t-cli-")]
     assert not Path(f"/sys/class/net/chb{short_id('t-cli')}").exists()
     assert "nothing to do" in cli("down", "t-cli").stdout  # idempotent
+
+
+def test_storage_commands_and_staged_submit(cluster: Cluster, tmp_path: Path) -> None:
+    data = tmp_path / "in"
+    data.mkdir()
+    (data / "words.txt").write_text("a b a\n")
+    cli("storage", "put", "-c", "t-main", str(data), "blob://cli-in/set1")
+    listed = json.loads(cli("storage", "ls", "-c", "t-main", "blob://cli-in", "--json").stdout)
+    assert [e["name"] for e in listed] == ["blob://cli-in/set1/words.txt"]
+    cli("storage", "mkdir", "-c", "t-main", "cli-out")
+    job = tmp_path / "count.sh"
+    job.write_text("#!/bin/sh\nwc -w < set1/words.txt > n.txt\n")
+    cli("submit", "-c", "t-main", str(job), "--stage-in", "blob://cli-in/set1:set1",
+        "--stage-out", "n.txt:blob://cli-out/n.txt", "--wait")
+    got = tmp_path / "n.txt"
+    res = cli("storage", "get", "-c", "t-main", "blob://cli-out/n.txt", str(got), "--json")
+    assert json.loads(res.stdout)["files"] == [str(got)]
+    assert got.read_text().strip() == "3"
+    assert json.loads(cli("storage", "rm", "-c", "t-main", "-r", "blob://cli-in",
+                          "--json").stdout) == {"deleted": 1}
+
+
+def test_storage_bad_input_is_one_clear_line(cluster: Cluster, tmp_path: Path) -> None:
+    for args, words in [
+        (("storage", "ls", "blob://No_Such"), "not a valid container name"),
+        (("storage", "get", "blob://cli-none/x", str(tmp_path / "x")),
+         "container does not exist"),
+        (("submit", "examples/jobs/wordcount.sh", "--stage-in", "blob://cli-none/x"),
+         "container does not exist"),
+        (("submit", "examples/jobs/wordcount.sh", "--stage-out", "r.txt:blob://cli-none/r"),
+         "does not exist"),
+    ]:
+        res = cli(*args, "-c", "t-main", check=False)
+        assert res.returncode != 0
+        first = res.stderr.splitlines()[0]
+        assert first.startswith("error:") and words in first, res.stderr
