@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cloudhpc import sizes as size_table
+from cloudhpc.cli import cloud as cloud_cli
 from cloudhpc.cli import jobs as jobs_cli
 from cloudhpc.cli import ops as ops_cli
 from cloudhpc.cli import storage as storage_cli
@@ -27,6 +28,7 @@ app = typer.Typer(help="Declare an HPC cluster once; bring it up locally or on A
 jobs_cli.register(app)
 ops_cli.register(app)
 storage_cli.register(app)
+cloud_cli.register(app)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 ClusterOpt = Annotated[str | None, typer.Option("-c", "--cluster",  # noqa: UP007

@@ -122,7 +122,9 @@ def render_power_save(plan: Plan, paths: SlurmPaths) -> str:
         f"SuspendProgram={paths.power('suspend')}",
         f"ResumeFailProgram={paths.power('resume_fail')}",
         f"ResumeTimeout={resume_timeout}",
-        "SuspendTimeout=30",
+        # the local provider removes a node in well under a second; until SuspendTimeout has
+        # passed Slurm will not power the node up again for a new job
+        "SuspendTimeout=3",
         "ResumeRate=0",
         "SuspendRate=0",
         f"SuspendTime={min(s.idle_timeout for s in plan.nodesets if s.dynamic)}",

@@ -61,8 +61,10 @@ def check(data: Any, lines: dict[Path_, int] | None = None,
 
 
 def load(source: str | Path | dict[str, Any] | Template,
-         running: list[tuple[str, str]] | None = None) -> tuple[Template, list[Finding]]:
-    """Load and validate; raise TemplateError if any finding is an error."""
+         running: list[tuple[str, str]] | None = None,
+         provider: str | None = None) -> tuple[Template, list[Finding]]:
+    """Load and validate (for PROVIDER when given: export checks a template for Azure
+    whatever its own provider); raise TemplateError if any finding is an error."""
     name = ""
     lines: dict[Path_, int] = {}
     if isinstance(source, Template):
@@ -79,6 +81,8 @@ def load(source: str | Path | dict[str, Any] | Template,
                 [Finding(Level.ERROR, (), f"cannot read template: {exc.strerror}",
                          "check the path", None)], name) from None
         data, lines = parse_yaml(text, name)
+    if provider and isinstance(data, dict):
+        data = {**data, "provider": provider}
     model, findings = check(data, lines, running)
     errors = [f for f in findings if f.level is Level.ERROR]
     if errors or model is None:

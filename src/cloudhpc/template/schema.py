@@ -61,6 +61,21 @@ class LocalProvider(_Model):
         "quota or capacity shortage)")
 
 
+class Azure(_Model):
+    region: str | None = Field(None, description="Azure region, e.g. eastus (required to "
+                               "deploy or export to Azure)")
+    admin_user: str = Field("hpcadmin", description="Linux admin user of every VM")
+    image: str = Field("Debian:debian-12:12-gen2:latest",
+                       description="marketplace image PUBLISHER:OFFER:SKU:VERSION")
+    head_public_ip: bool = Field(True, description="give the head node a public IP address")
+    ssh_cidrs: list[str] = Field(default_factory=list,
+                                 description="CIDRs allowed to reach the head's SSH port")
+    api_cidrs: list[str] = Field(default_factory=list,
+                                 description="CIDRs allowed to reach the head's API port")
+    package: str = Field("cloudhpc", description="pip requirement cloud-init installs on "
+                         "every VM (a version pin or a wheel URL)")
+
+
 class Template(_Model):
     version: Literal[1] = Field(description="template format version")
     name: str = Field(description="cluster name: lowercase letters, digits, '-'; <= 20 chars")
@@ -70,3 +85,4 @@ class Template(_Model):
     storage: Storage = Field(default_factory=Storage)
     compute: list[NodeSet] = Field(min_length=1, description="compute node sets")
     local: LocalProvider = Field(default_factory=LocalProvider)
+    azure: Azure = Field(default_factory=Azure)

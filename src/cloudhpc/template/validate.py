@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from cloudhpc.template.schema import Template
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 NODESET_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 RESERVED_NODES = {"head", "storage"}
+ADMIN_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 Lines = dict[Loc, int]
 Validator = Callable[[Template, Lines, list[tuple[str, str]]], Iterator[Finding]]
 
@@ -129,12 +131,61 @@ def host_routes() -> list[tuple[ipaddress.IPv4Network, str]]:
     return out
 
 
+# An RDMA node set must share one InfiniBand fabric: one VM scale set in a single placement
+# group, which Azure caps at 100 VMs.
+PLACEMENT_GROUP_LIMIT = 100
+RESERVED_ADMINS = {"admin", "administrator", "root", "guest", "user", "test", "azureuser1"}
+
+
+def azure(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator[Finding]:
+    """Checks that matter only when the cluster goes to Azure (provider: azure, or export)."""
+    if t.provider != "azure":
+        return
+    from cloudhpc.cost import prices  # the price table holds the known regions
+
+    az = t.azure
+    regions = prices().regions
+    if not az.region:
+        yield _f(Level.ERROR, ("azure", "region"), "no Azure region in the template",
+                 "add azure: {region: eastus} (any Azure region name)", lines)
+    elif az.region not in regions:
+        close = difflib.get_close_matches(az.region, regions, n=1)
+        yield _f(Level.WARNING, ("azure", "region"), f"region {az.region!r} is not one "
+                 "cloudhpc knows (prices are for eastus)",
+                 f"did you mean {close[0]!r}?" if close else "check the region name", lines)
+    for i, ns in enumerate(t.compute):
+        if ns.rdma and ns.max > PLACEMENT_GROUP_LIMIT:
+            yield _f(Level.ERROR, ("compute", i, "max"), f"RDMA node set {ns.name!r} has max "
+                     f"{ns.max}, more than one placement group holds "
+                     f"({PLACEMENT_GROUP_LIMIT} VMs)",
+                     f"split it into node sets of at most {PLACEMENT_GROUP_LIMIT} that share "
+                     "one partition", lines)
+    for key in ("ssh_cidrs", "api_cidrs"):
+        for k, cidr in enumerate(getattr(az, key)):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                yield _f(Level.ERROR, ("azure", key, k), f"{cidr!r} is not a CIDR",
+                         "write it like 203.0.113.0/24", lines)
+    if az.head_public_ip and not az.ssh_cidrs and not az.api_cidrs:
+        yield _f(Level.WARNING, ("azure", "ssh_cidrs"), "the head has a public IP but no "
+                 "address may reach it", "list your network in azure.ssh_cidrs", lines)
+    if len(az.image.split(":")) != 4:
+        yield _f(Level.ERROR, ("azure", "image"), f"image {az.image!r} is not "
+                 "PUBLISHER:OFFER:SKU:VERSION", "e.g. Debian:debian-12:12-gen2:latest", lines)
+    if az.admin_user in RESERVED_ADMINS or not ADMIN_RE.match(az.admin_user):
+        yield _f(Level.ERROR, ("azure", "admin_user"), f"{az.admin_user!r} cannot be an "
+                 "Azure admin user", "use 1-32 lowercase letters, digits, '-' or '_', not "
+                 "a reserved name such as admin or root", lines)
+
+
 VALIDATORS: dict[str, Validator] = {
     "cluster_name": cluster_name,
     "nodesets": nodesets,
     "vm_sizes": vm_sizes,
     "network": network,
     "routes": routes,
+    "azure": azure,
 }
 
 

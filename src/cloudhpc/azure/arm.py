@@ -1,0 +1,288 @@
+"""Template -> ARM template (azuredeploy.json) and its parameters file. Pure, no I/O.
+
+Resources: NSG (the head's SSH and API ports only, from the template's CIDRs), VNet and
+subnet, optional public IP, head NIC and VM, a user-assigned identity with Virtual Machine
+Contributor on the cluster's resource group only, per node set a Flexible VM scale set of
+capacity `min` (RDMA node sets: a proximity placement group and a single placement group),
+a storage account (HTTPS only, TLS 1.2, no anonymous access) and its container. Secrets are
+securestring parameters, never literals."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from cloudhpc.azure import cloudinit
+from cloudhpc.template.schema import NodeSet, Template
+
+SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
+PARAMS_SCHEMA = ("https://schema.management.azure.com/schemas/2019-04-01/"
+                 "deploymentParameters.json#")
+# One pinned API version per resource type; the linter refuses any other.
+API_VERSIONS = {
+    "Microsoft.Network/networkSecurityGroups": "2023-09-01",
+    "Microsoft.Network/virtualNetworks": "2023-09-01",
+    "Microsoft.Network/publicIPAddresses": "2023-09-01",
+    "Microsoft.Network/networkInterfaces": "2023-09-01",
+    "Microsoft.ManagedIdentity/userAssignedIdentities": "2023-01-31",
+    "Microsoft.Authorization/roleAssignments": "2022-04-01",
+    "Microsoft.Compute/proximityPlacementGroups": "2023-09-01",
+    "Microsoft.Compute/virtualMachineScaleSets": "2023-09-01",
+    "Microsoft.Compute/virtualMachines": "2023-09-01",
+    "Microsoft.Storage/storageAccounts": "2023-01-01",
+    "Microsoft.Storage/storageAccounts/blobServices/containers": "2023-01-01",
+}
+VM_CONTRIBUTOR = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c"  # built-in role definition id
+SSH_PORT = 22
+API_PORT = 8443
+CONTAINER = "cloudhpc"
+
+
+def _res(rtype: str, name: str, props: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": rtype, "apiVersion": API_VERSIONS[rtype], "name": name}
+    if rtype != "Microsoft.Authorization/roleAssignments":
+        out["location"] = "[parameters('location')]"
+    out.update(extra)
+    out["properties"] = props
+    return out
+
+
+def _rid(rtype: str, *names: str) -> str:
+    args = ", ".join(f"'{n}'" for n in names)
+    return f"[resourceId('{rtype}', {args})]"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def custom_data(t: Template, role: str, nodeset: str | None = None) -> str:
+    """ARM expression: base64 of the cloud-init text with the secure parameters put in
+    where its placeholders are (the text itself holds no secret)."""
+    text = cloudinit.user_data(t, role, nodeset)
+    munge_pre, _, rest = text.partition(cloudinit.MUNGE_KEY)
+    token_pre, _, tail = rest.partition(cloudinit.CLUSTER_TOKEN)
+    parts = [_literal(munge_pre), "parameters('mungeKey')", _literal(token_pre),
+             "parameters('clusterToken')", _literal(tail)]
+    return f"[base64(concat({', '.join(parts)}))]"
+
+
+def _os_profile(t: Template, computer: str, key: str, role: str,
+                nodeset: str | None) -> dict[str, Any]:
+    return {
+        key: computer,
+        "adminUsername": "[parameters('adminUsername')]",
+        "customData": custom_data(t, role, nodeset),
+        "linuxConfiguration": {
+            "disablePasswordAuthentication": True,
+            "ssh": {"publicKeys": [{
+                "path": f"/home/{t.azure.admin_user}/.ssh/authorized_keys",
+                "keyData": "[parameters('sshPublicKey')]"}]},
+        },
+    }
+
+
+def _image(t: Template) -> dict[str, str]:
+    publisher, offer, sku, version = t.azure.image.split(":")
+    return {"publisher": publisher, "offer": offer, "sku": sku, "version": version}
+
+
+def _names(t: Template) -> dict[str, str]:
+    c = t.name
+    return {"nsg": f"{c}-nsg", "vnet": f"{c}-vnet", "subnet": "cluster", "pip": f"{c}-head-ip",
+            "nic": f"{c}-head-nic", "head": f"{c}-head", "identity": f"{c}-identity"}
+
+
+def _nsg(t: Template, n: dict[str, str]) -> dict[str, Any]:
+    rules = []
+    for priority, (name, port, cidrs) in enumerate(
+            (("allow-ssh", SSH_PORT, t.azure.ssh_cidrs),
+             ("allow-api", API_PORT, t.azure.api_cidrs)), start=1):
+        if cidrs:
+            rules.append({"name": name, "properties": {
+                "priority": 100 * priority, "direction": "Inbound", "access": "Allow",
+                "protocol": "Tcp", "sourcePortRange": "*",
+                "destinationPortRange": str(port), "sourceAddressPrefixes": list(cidrs),
+                "destinationAddressPrefix": "VirtualNetwork"}})
+    return _res("Microsoft.Network/networkSecurityGroups", n["nsg"], {"securityRules": rules})
+
+
+def _vnet(t: Template, n: dict[str, str]) -> dict[str, Any]:
+    nsg = _rid("Microsoft.Network/networkSecurityGroups", n["nsg"])
+    return _res("Microsoft.Network/virtualNetworks", n["vnet"], {
+        "addressSpace": {"addressPrefixes": [t.network.cidr]},
+        "subnets": [{"name": n["subnet"], "properties": {
+            "addressPrefix": t.network.cidr, "networkSecurityGroup": {"id": nsg}}}],
+    }, dependsOn=[nsg])
+
+
+def _subnet_id(n: dict[str, str]) -> str:
+    return _rid("Microsoft.Network/virtualNetworks/subnets", n["vnet"], n["subnet"])
+
+
+def _head(t: Template, n: dict[str, str]) -> list[dict[str, Any]]:
+    vnet = _rid("Microsoft.Network/virtualNetworks", n["vnet"])
+    identity = _rid("Microsoft.ManagedIdentity/userAssignedIdentities", n["identity"])
+    nic = _rid("Microsoft.Network/networkInterfaces", n["nic"])
+    ipconf: dict[str, Any] = {"subnet": {"id": _subnet_id(n)},
+                              "privateIPAllocationMethod": "Dynamic"}
+    nic_deps = [vnet]
+    out = []
+    if t.azure.head_public_ip:
+        pip = _rid("Microsoft.Network/publicIPAddresses", n["pip"])
+        out.append(_res("Microsoft.Network/publicIPAddresses", n["pip"],
+                        {"publicIPAllocationMethod": "Static"}, sku={"name": "Standard"}))
+        ipconf["publicIPAddress"] = {"id": pip}
+        nic_deps.append(pip)
+    out.append(_res("Microsoft.Network/networkInterfaces", n["nic"], {
+        "ipConfigurations": [{"name": "primary", "properties": ipconf}]}, dependsOn=nic_deps))
+    out.append(_res("Microsoft.Compute/virtualMachines", n["head"], {
+        "hardwareProfile": {"vmSize": t.head.size},
+        "osProfile": _os_profile(t, "head", "computerName", "head", None),
+        "storageProfile": {"imageReference": _image(t),
+                           "osDisk": {"createOption": "FromImage",
+                                      "managedDisk": {"storageAccountType": "Premium_LRS"}}},
+        "networkProfile": {"networkInterfaces": [{"id": nic}]},
+    }, identity={"type": "UserAssigned", "userAssignedIdentities": {identity: {}}},
+        dependsOn=[nic, identity]))
+    return out
+
+
+def _identity(n: dict[str, str]) -> list[dict[str, Any]]:
+    identity = _rid("Microsoft.ManagedIdentity/userAssignedIdentities", n["identity"])
+    return [
+        _res("Microsoft.ManagedIdentity/userAssignedIdentities", n["identity"], {}),
+        # deployed into the resource group, so the assignment's scope is that group only
+        _res("Microsoft.Authorization/roleAssignments",
+             f"[guid(resourceGroup().id, '{n['identity']}', '{VM_CONTRIBUTOR}')]", {
+                 "roleDefinitionId": "[subscriptionResourceId("
+                 "'Microsoft.Authorization/roleDefinitions', "
+                 f"'{VM_CONTRIBUTOR}')]",
+                 "principalId": f"[reference({identity[1:-1]}).principalId]",
+                 "principalType": "ServicePrincipal"}, dependsOn=[identity]),
+    ]
+
+
+def _nodeset(t: Template, n: dict[str, str], ns: NodeSet) -> list[dict[str, Any]]:
+    vnet = _rid("Microsoft.Network/virtualNetworks", n["vnet"])
+    name = f"{t.name}-{ns.name}"
+    props: dict[str, Any] = {
+        "orchestrationMode": "Flexible",
+        "platformFaultDomainCount": 1,
+        "virtualMachineProfile": {
+            "osProfile": _os_profile(t, ns.name, "computerNamePrefix", "compute", ns.name),
+            "storageProfile": {"imageReference": _image(t),
+                               "osDisk": {"createOption": "FromImage",
+                                          "managedDisk": {
+                                              "storageAccountType": "Premium_LRS"}}},
+            "networkProfile": {
+                "networkApiVersion": "2020-11-01",
+                "networkInterfaceConfigurations": [{
+                    "name": f"{ns.name}-nic", "properties": {
+                        "primary": True, "enableAcceleratedNetworking": True,
+                        "ipConfigurations": [{"name": "primary", "properties": {
+                            "subnet": {"id": _subnet_id(n)}}}]}}]},
+        },
+    }
+    deps = [vnet]
+    out = []
+    if ns.rdma:
+        ppg = _rid("Microsoft.Compute/proximityPlacementGroups", f"{name}-ppg")
+        out.append(_res("Microsoft.Compute/proximityPlacementGroups", f"{name}-ppg",
+                        {"proximityPlacementGroupType": "Standard"}))
+        props["proximityPlacementGroup"] = {"id": ppg}
+        props["singlePlacementGroup"] = True  # one InfiniBand fabric
+        deps.append(ppg)
+    out.append(_res("Microsoft.Compute/virtualMachineScaleSets", f"{name}-vmss", props,
+                    sku={"name": ns.size, "tier": "Standard", "capacity": ns.min},
+                    tags={"cloudhpc-cluster": t.name, "cloudhpc-nodeset": ns.name},
+                    dependsOn=deps))
+    return out
+
+
+def _storage(t: Template) -> list[dict[str, Any]]:
+    account = "[variables('storageAccount')]"
+    return [
+        _res("Microsoft.Storage/storageAccounts", account, {
+            "supportsHttpsTrafficOnly": True, "minimumTlsVersion": "TLS1_2",
+            "allowBlobPublicAccess": False, "allowSharedKeyAccess": True},
+            sku={"name": "Standard_LRS"}, kind="StorageV2"),
+        {"type": "Microsoft.Storage/storageAccounts/blobServices/containers",
+         "apiVersion": API_VERSIONS["Microsoft.Storage/storageAccounts/blobServices/containers"],
+         "name": f"[concat(variables('storageAccount'), '/default/{CONTAINER}')]",
+         "dependsOn": ["[resourceId('Microsoft.Storage/storageAccounts', "
+                       "variables('storageAccount'))]"],
+         "properties": {"publicAccess": "None"}},
+    ]
+
+
+def export(t: Template) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(azuredeploy.json, azuredeploy.parameters.json) for a template."""
+    n = _names(t)
+    resources: list[dict[str, Any]] = [_nsg(t, n), _vnet(t, n), *_identity(n), *_head(t, n)]
+    for ns in t.compute:
+        resources += _nodeset(t, n, ns)
+    resources += _storage(t)
+    secure = {"type": "securestring"}
+    nic = _rid("Microsoft.Network/networkInterfaces", n["nic"])[1:-1]
+    head_ip = f"[reference({nic}).ipConfigurations[0].properties.privateIPAddress]"
+    arm = {
+        "$schema": SCHEMA,
+        "contentVersion": "1.0.0.0",
+        "metadata": {"generator": "cloudhpc", "cluster": t.name},
+        "parameters": {
+            "location": {"type": "string", "defaultValue": t.azure.region or "eastus",
+                         "metadata": {"description": "Azure region"}},
+            "adminUsername": {"type": "string", "defaultValue": t.azure.admin_user},
+            "sshPublicKey": {**secure, "metadata": {
+                "description": "SSH public key of the admin user"}},
+            "mungeKey": {**secure, "metadata": {
+                "description": "base64 of 1024 random bytes: the cluster's munge key"}},
+            "clusterToken": {**secure, "metadata": {
+                "description": "token the head and the nodes use for cloudhpc's control "
+                "plane"}},
+        },
+        "variables": {
+            "storageAccount": "[concat('chpc', uniqueString(resourceGroup().id))]",
+        },
+        "resources": resources,
+        "outputs": {
+            "headPrivateIp": {"type": "string", "value": head_ip},
+            "storageAccount": {"type": "string", "value": "[variables('storageAccount')]"},
+        },
+    }
+    params = {
+        "$schema": PARAMS_SCHEMA,
+        "contentVersion": "1.0.0.0",
+        # secrets are not written here: pass them at deployment (see the README)
+        "parameters": {"location": {"value": t.azure.region or "eastus"},
+                       "adminUsername": {"value": t.azure.admin_user}},
+    }
+    return arm, params
+
+
+def decode_custom_data(expression: str, values: dict[str, str]) -> str:
+    """Evaluate a custom_data expression with the given parameter values (tests, dry runs)."""
+    inner = expression[len("[base64(concat("):-len("))]")]
+    out, i = [], 0
+    while i < len(inner):
+        if inner[i] == "'":
+            j, buf = i + 1, []
+            while True:
+                if inner[j] == "'" and inner[j + 1:j + 2] == "'":
+                    buf.append("'")
+                    j += 2
+                elif inner[j] == "'":
+                    break
+                else:
+                    buf.append(inner[j])
+                    j += 1
+            out.append("".join(buf))
+            i = j + 1
+        elif inner.startswith("parameters('", i):
+            end = inner.index("')", i)
+            out.append(values[inner[i + len("parameters('"):end]])
+            i = end + 2
+        else:
+            i += 1  # ", "
+    return base64.b64encode("".join(out).encode()).decode()
