@@ -61,4 +61,4 @@ def job_cost(node_sizes: list[str], seconds: float) -> tuple[float, float]:
     """Node-seconds and estimated cost of a job that ran SECONDS on nodes of these sizes."""
     node_seconds = len(node_sizes) * seconds
     cost = sum(hourly(s) for s in node_sizes) * seconds / 3600
-    return round(node_seconds, 1), round(cost, 6)
+    return round(node_seconds, 1), round(cost, 8)

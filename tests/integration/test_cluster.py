@@ -85,3 +85,13 @@ def test_missing_script_and_unknown_node(cluster: Cluster) -> None:
         cluster.exec("zzz", ["true"])
     with pytest.raises(JobError, match="no job 999999"):
         cluster.job(999999)
+
+
+def test_finished_job_reports_node_seconds_and_cost(cluster: Cluster, tmp_path: Path) -> None:
+    s = tmp_path / "nap.sh"
+    s.write_text("#!/bin/sh\nsleep 2\n")
+    job = cluster.submit(s, nodes=2, wait=True, timeout=120)
+    assert job.state is JobState.COMPLETED
+    seconds = job.end_time - job.start_time
+    assert seconds >= 1 and job.node_seconds == 2 * seconds
+    assert job.cost_usd == pytest.approx(2 * seconds * 0.192 / 3600, rel=1e-3)  # D4s_v5

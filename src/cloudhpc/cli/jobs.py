@@ -28,6 +28,9 @@ def _show(job: Job) -> None:
             ("submitted", _when(job.submit_time)), ("started", _when(job.start_time)),
             ("ended", _when(job.end_time)), ("exit code", job.exit_code),
             ("output", job.stdout or "-")]
+    if job.node_seconds:
+        rows.append(("node-seconds", f"{job.node_seconds:.0f}"))
+        rows.append(("est. cost", f"{job.cost_usd:.4f} USD (list prices of its sizes)"))
     for phase in ("in", "out"):
         record = (job.staging or {}).get(phase)
         if record:

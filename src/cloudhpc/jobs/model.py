@@ -53,6 +53,8 @@ class Job:
     stdout: str
     workdir: str
     staging: dict[str, Any] | None = None  # what stage-in / stage-out did, when asked for
+    node_seconds: float = 0.0  # finished jobs: nodes x run time
+    cost_usd: float = 0.0  # finished jobs: estimated from the sizes' list prices
 
     @property
     def done(self) -> bool:

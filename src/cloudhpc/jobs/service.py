@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import hostlist
+
+from cloudhpc.cost import job_cost
 from cloudhpc.errors import CommandError, JobError
 from cloudhpc.jobs import staging
 from cloudhpc.jobs.model import Job, JobState, from_keyvalues, from_squeue
@@ -95,7 +98,20 @@ def _history(cluster: Cluster) -> list[Job]:
 
 
 def get_job(cluster: Cluster, job_id: int) -> Job:
-    return _with_staging(cluster, _get_job(cluster, job_id))
+    return _with_cost(cluster, _with_staging(cluster, _get_job(cluster, job_id)))
+
+
+def _with_cost(cluster: Cluster, job: Job) -> Job:
+    """Node-seconds and estimated cost of a finished job, from its nodes' sizes."""
+    if not job.done or not job.nodes or not job.start_time or job.end_time < job.start_time:
+        return job
+    sizes = []
+    for name in hostlist.expand_hostlist(job.nodes):
+        node = cluster.plan.node(name)
+        if node is not None and node.size:
+            sizes.append(node.size)
+    node_seconds, usd = job_cost(sizes, job.end_time - job.start_time)
+    return dataclasses.replace(job, node_seconds=node_seconds, cost_usd=usd)
 
 
 def _with_staging(cluster: Cluster, job: Job) -> Job:

@@ -1,0 +1,206 @@
+"""ARM export, its linter, Azure validation and cost: pure logic, no Azure endpoint."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cloudhpc import cost
+from cloudhpc.azure import cloudinit
+from cloudhpc.azure.arm import API_VERSIONS, decode_custom_data, export
+from cloudhpc.azure.lint import lint
+from cloudhpc.template import Level, Template
+from cloudhpc.template.loader import check, load
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "azure-hb.yaml"
+
+
+@pytest.fixture()
+def arm() -> dict[str, Any]:
+    model, _ = load(EXAMPLE)
+    return export(model)[0]
+
+
+def by_type(arm: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
+    return [r for r in arm["resources"] if r["type"] == rtype]
+
+
+def test_example_exports_a_template_that_passes_the_linter(arm: dict[str, Any]) -> None:
+    assert lint(arm) == []
+    types = {r["type"] for r in arm["resources"]}
+    assert types == set(API_VERSIONS)
+
+
+def test_rdma_node_set_gets_a_placement_group_and_min_capacity(arm: dict[str, Any]) -> None:
+    sets = {r["name"]: r for r in by_type(arm, "Microsoft.Compute/virtualMachineScaleSets")}
+    hb, serial = sets["hbdemo-hb-vmss"], sets["hbdemo-serial-vmss"]
+    assert hb["sku"] == {"name": "Standard_HB120rs_v3", "tier": "Standard", "capacity": 0}
+    assert hb["properties"]["orchestrationMode"] == "Flexible"
+    assert hb["properties"]["singlePlacementGroup"] is True
+    assert "proximityPlacementGroups', 'hbdemo-hb-ppg'" in hb["properties"][
+        "proximityPlacementGroup"]["id"]
+    assert serial["sku"]["capacity"] == 1 and "proximityPlacementGroup" not in serial[
+        "properties"]
+
+
+def test_network_security_and_storage_settings(arm: dict[str, Any]) -> None:
+    rules = by_type(arm, "Microsoft.Network/networkSecurityGroups")[0]["properties"][
+        "securityRules"]
+    assert [(r["properties"]["destinationPortRange"], r["properties"]["sourceAddressPrefixes"])
+            for r in rules] == [("22", ["203.0.113.0/24"]), ("8443", ["203.0.113.0/24"])]
+    account = by_type(arm, "Microsoft.Storage/storageAccounts")[0]["properties"]
+    assert account["supportsHttpsTrafficOnly"] is True
+    assert account["minimumTlsVersion"] == "TLS1_2"
+    assert account["allowBlobPublicAccess"] is False
+    role = by_type(arm, "Microsoft.Authorization/roleAssignments")[0]
+    assert "scope" not in role  # deployed to the resource group: scoped to it, no wider
+    assert role["name"].startswith("[guid(resourceGroup().id")
+
+
+def test_secrets_are_secure_parameters_and_custom_data_carries_them(
+        arm: dict[str, Any]) -> None:
+    params = arm["parameters"]
+    for name in ("sshPublicKey", "mungeKey", "clusterToken"):
+        assert params[name]["type"] == "securestring" and "defaultValue" not in params[name]
+    head = by_type(arm, "Microsoft.Compute/virtualMachines")[0]
+    expr = head["properties"]["osProfile"]["customData"]
+    text = base64.b64decode(decode_custom_data(expr, {"mungeKey": "MK", "clusterToken": "CT"}))
+    doc = yaml.safe_load(text.decode())
+    files = {f["path"]: f["content"] for f in doc["write_files"]}
+    assert files["/etc/cloudhpc/munge.key.b64"] == "MK"
+    assert files["/etc/cloudhpc/control.token"] == "CT"
+    config = json.loads(files[cloudinit.CONFIG_PATH])
+    assert config["role"] == "head" and config["template"]["name"] == "hbdemo"
+    assert ["/opt/cloudhpc/bin/python", "-m", "cloudhpc.node.cloudinit",
+            cloudinit.CONFIG_PATH] in doc["runcmd"]
+
+
+def _mutations() -> list[tuple[str, Any, str]]:
+    def dangling(a: dict[str, Any]) -> None:
+        a["resources"][1]["dependsOn"].append(
+            "[resourceId('Microsoft.Network/networkSecurityGroups', 'nope')]")
+
+    def unused(a: dict[str, Any]) -> None:
+        a["parameters"]["extra"] = {"type": "string"}
+
+    def undeclared(a: dict[str, Any]) -> None:
+        a["parameters"].pop("adminUsername")
+
+    def literal_secret(a: dict[str, Any]) -> None:
+        a["resources"][0]["properties"]["note"] = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ me"
+
+    def plain_secret(a: dict[str, Any]) -> None:
+        a["parameters"]["clusterToken"] = {"type": "string"}
+
+    def default_secret(a: dict[str, Any]) -> None:
+        a["parameters"]["mungeKey"]["defaultValue"] = "x"
+
+    def old_api(a: dict[str, Any]) -> None:
+        a["resources"][0]["apiVersion"] = "2019-01-01"
+
+    def long_name(a: dict[str, Any]) -> None:
+        a["resources"][0]["name"] = "n" * 90
+
+    def bad_ref(a: dict[str, Any]) -> None:
+        a["resources"][1]["properties"]["subnets"][0]["properties"][
+            "networkSecurityGroup"]["id"] = ("[resourceId('Microsoft.Network/"
+                                             "networkSecurityGroups', 'other')]")
+
+    return [("dangling dependsOn", dangling, "names no resource"),
+            ("unused parameter", unused, "declared but never used"),
+            ("undeclared parameter", undeclared, "used but not declared"),
+            ("secret literal", literal_secret, "looks like a secret"),
+            ("secret as plain string", plain_secret, "not a securestring"),
+            ("secret default", default_secret, "has a default value"),
+            ("unpinned API", old_api, "is not the pinned"),
+            ("name too long", long_name, "breaks Azure's rules"),
+            ("reference to nothing", bad_ref, "does not declare")]
+
+
+@pytest.mark.parametrize(("what", "mutate", "words"), _mutations(),
+                         ids=[m[0] for m in _mutations()])
+def test_linter_catches(arm: dict[str, Any], what: str, mutate: Any, words: str) -> None:
+    broken = copy.deepcopy(arm)
+    mutate(broken)
+    problems = lint(broken)
+    assert any(words in p for p in problems), (what, problems)
+
+
+def _azure(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "version": 1, "name": "az", "provider": "azure", "network": {"cidr": "10.1.0.0/16"},
+        "compute": [{"name": "hb", "size": "Standard_HB120rs_v3", "rdma": True, "max": 8}],
+        "azure": {"region": "eastus", "ssh_cidrs": ["198.51.100.0/24"]}}
+    for key, value in changes.items():
+        if key == "compute":
+            base["compute"][0].update(value)
+        else:
+            base["azure"].update(value) if value is not None else base.pop("azure")
+    return base
+
+
+@pytest.mark.parametrize(("data", "level", "path", "words"), [
+    (_azure(azure=None), Level.ERROR, ("azure", "region"), "no Azure region"),
+    (_azure(azure={"region": "estus"}), Level.WARNING, ("azure", "region"), "not one"),
+    (_azure(compute={"max": 101}), Level.ERROR, ("compute", 0, "max"), "placement group"),
+    (_azure(compute={"size": "Standard_D4s_v5"}), Level.ERROR, ("compute", 0, "size"),
+     "no RDMA"),
+    (_azure(azure={"ssh_cidrs": ["10.0.0.300/24"]}), Level.ERROR, ("azure", "ssh_cidrs", 0),
+     "not a CIDR"),
+    (_azure(azure={"image": "Debian:debian-12"}), Level.ERROR, ("azure", "image"),
+     "PUBLISHER:OFFER:SKU:VERSION"),
+    (_azure(azure={"admin_user": "root"}), Level.ERROR, ("azure", "admin_user"),
+     "cannot be"),
+])
+def test_azure_validation(data: dict[str, Any], level: Level, path: tuple[Any, ...],
+                          words: str) -> None:
+    _, findings = check(data)
+    hits = [f for f in findings if f.path == path]
+    assert hits and hits[0].level is level and words in hits[0].message, findings
+    assert hits[0].hint
+
+
+def test_azure_checks_do_not_apply_to_local_clusters() -> None:
+    data = _azure(azure=None, compute={"max": 200})
+    data["provider"] = "local"
+    data["network"]["cidr"] = "198.18.0.0/22"
+    _, findings = check(data)
+    assert not [f for f in findings if f.path and f.path[0] == "azure"]
+
+
+def test_cost_of_the_example() -> None:
+    model, _ = load(EXAMPLE)
+    est = cost.estimate(model)
+    table = cost.prices()
+    head = table.per_hour["Standard_D8s_v5"]
+    at_min = head + 1 * table.per_hour["Standard_D4s_v5"]
+    at_max = head + 32 * table.per_hour["Standard_HB120rs_v3"] + 16 * table.per_hour[
+        "Standard_D4s_v5"]
+    assert est["hourly_at_min"] == pytest.approx(at_min)
+    assert est["hourly_at_max"] == pytest.approx(at_max)
+    assert est["monthly_at_min"] == pytest.approx(at_min * 730, abs=0.01)
+    assert est["unpriced"] == []
+    assert table.date and table.source
+
+
+def test_every_size_has_a_price() -> None:
+    from cloudhpc import sizes
+    assert set(sizes.table()) <= set(cost.prices().per_hour)
+
+
+def test_job_cost_from_node_seconds() -> None:
+    node_seconds, usd = cost.job_cost(["Standard_HB120rs_v3"] * 2, 1800)
+    assert node_seconds == 3600
+    assert usd == pytest.approx(2 * 3.6 / 2)
+
+
+def test_template_model_accepts_the_example() -> None:
+    model = Template.model_validate(yaml.safe_load(EXAMPLE.read_text()))
+    assert model.azure.region == "eastus"
