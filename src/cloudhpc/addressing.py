@@ -5,10 +5,18 @@ from __future__ import annotations
 import ipaddress
 
 FIXED_ADDRESSES = 3  # this machine (the gateway), head, storage
+# Azure keeps .1 (gateway, as our host does locally) and also .2 and .3 (DNS) of a subnet
+PROVIDER_RESERVED = {"local": 0, "azure": 2}
 
 
-def nodeset_share(cidr: str, nodesets: int) -> int:
+def first_free(provider: str) -> int:
+    """Offset from the network address of the head node's address."""
+    return 2 + PROVIDER_RESERVED.get(provider, 0)
+
+
+def nodeset_share(cidr: str, nodesets: int, provider: str = "local") -> int:
     """Addresses each node set owns: an equal, fixed slice of the network, so that a node
     set can grow (`cloudhpc scale`) without moving any other node's address."""
     net = ipaddress.ip_network(cidr)
-    return max(0, (net.num_addresses - 2 - FIXED_ADDRESSES) // max(1, nodesets))
+    used = 2 + FIXED_ADDRESSES + PROVIDER_RESERVED.get(provider, 0)
+    return max(0, (net.num_addresses - used) // max(1, nodesets))

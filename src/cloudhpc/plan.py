@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import hostlist
 
 from cloudhpc import sizes
-from cloudhpc.addressing import FIXED_ADDRESSES, nodeset_share
+from cloudhpc.addressing import first_free, nodeset_share
 from cloudhpc.template.schema import Template
 
 
@@ -117,17 +117,18 @@ def make_plan(t: Template) -> Plan:
     first = net.network_address + 1
     gateway = str(first)
     cap = t.local.cpu_cap
+    head = net.network_address + first_free(t.provider)
     nodes = [
-        NodeSpec("head", Role.HEAD, str(first + 1), local_cpus(t.head.size, cap),
+        NodeSpec("head", Role.HEAD, str(head), local_cpus(t.head.size, cap),
                  size=t.head.size),
-        NodeSpec("storage", Role.STORAGE, str(first + 2), 1),
+        NodeSpec("storage", Role.STORAGE, str(head + 1), 1),
     ]
-    share = nodeset_share(t.network.cidr, len(t.compute))
+    share = nodeset_share(t.network.cidr, len(t.compute), t.provider)
     members: dict[str, list[str]] = {}
     sets = []
     for i, ns in enumerate(t.compute):
         names = [f"{ns.name}-{k}" for k in range(1, ns.max + 1)]
-        base = first + FIXED_ADDRESSES + i * share
+        base = head + 2 + i * share
         for k, name in enumerate(names):
             nodes.append(NodeSpec(name, Role.COMPUTE, str(base + k),
                                   local_cpus(ns.size, cap), ns.name, dynamic=k >= ns.min,

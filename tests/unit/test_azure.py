@@ -204,3 +204,16 @@ def test_job_cost_from_node_seconds() -> None:
 def test_template_model_accepts_the_example() -> None:
     model = Template.model_validate(yaml.safe_load(EXAMPLE.read_text()))
     assert model.azure.region == "eastus"
+
+
+def test_azure_plan_skips_the_addresses_azure_keeps(arm: dict[str, Any]) -> None:
+    from cloudhpc.plan import make_plan
+    model, _ = load(EXAMPLE)
+    plan = make_plan(model)
+    assert plan.head.address == "10.42.0.4"  # .1-.3 belong to Azure
+    assert min(int(n.address.split(".")[-1]) for n in plan.nodes if n.address.startswith(
+        "10.42.0.")) == 4
+    nic = by_type(arm, "Microsoft.Network/networkInterfaces")[0]
+    conf = nic["properties"]["ipConfigurations"][0]["properties"]
+    assert (conf["privateIPAllocationMethod"], conf["privateIPAddress"]) == ("Static",
+                                                                             "10.42.0.4")

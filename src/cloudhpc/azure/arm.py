@@ -13,6 +13,7 @@ import base64
 from typing import Any
 
 from cloudhpc.azure import cloudinit
+from cloudhpc.plan import make_plan
 from cloudhpc.template.schema import NodeSet, Template
 
 SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
@@ -120,12 +121,14 @@ def _subnet_id(n: dict[str, str]) -> str:
     return _rid("Microsoft.Network/virtualNetworks/subnets", n["vnet"], n["subnet"])
 
 
-def _head(t: Template, n: dict[str, str]) -> list[dict[str, Any]]:
+def _head(t: Template, n: dict[str, str], address: str) -> list[dict[str, Any]]:
     vnet = _rid("Microsoft.Network/virtualNetworks", n["vnet"])
     identity = _rid("Microsoft.ManagedIdentity/userAssignedIdentities", n["identity"])
     nic = _rid("Microsoft.Network/networkInterfaces", n["nic"])
+    # the plan's address: every node's /etc/hosts and slurm.conf name the head by it
     ipconf: dict[str, Any] = {"subnet": {"id": _subnet_id(n)},
-                              "privateIPAllocationMethod": "Dynamic"}
+                              "privateIPAllocationMethod": "Static",
+                              "privateIPAddress": address}
     nic_deps = [vnet]
     out = []
     if t.azure.head_public_ip:
@@ -219,7 +222,9 @@ def _storage(t: Template) -> list[dict[str, Any]]:
 def export(t: Template) -> tuple[dict[str, Any], dict[str, Any]]:
     """(azuredeploy.json, azuredeploy.parameters.json) for a template."""
     n = _names(t)
-    resources: list[dict[str, Any]] = [_nsg(t, n), _vnet(t, n), *_identity(n), *_head(t, n)]
+    plan = make_plan(t.model_copy(update={"provider": "azure"}))
+    resources: list[dict[str, Any]] = [_nsg(t, n), _vnet(t, n), *_identity(n),
+                                       *_head(t, n, plan.head.address)]
     for ns in t.compute:
         resources += _nodeset(t, n, ns)
     resources += _storage(t)

@@ -85,11 +85,11 @@ def network(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterat
         yield _f(Level.ERROR, path, f"not an IPv4 network: {t.network.cidr!r}",
                  "write it like 198.18.0.0/24 (host bits zero)", lines)
         return
-    share = nodeset_share(t.network.cidr, len(t.compute))
+    share = nodeset_share(t.network.cidr, len(t.compute), t.provider)
     for i, ns in enumerate(t.compute):
         if ns.max > share:
             prefix = 32
-            while nodeset_share(f"0.0.0.0/{prefix}", len(t.compute)) < ns.max:
+            while nodeset_share(f"0.0.0.0/{prefix}", len(t.compute), t.provider) < ns.max:
                 prefix -= 1
             yield _f(Level.ERROR, path, f"too small: compute[{i}] ({ns.name}) has max "
                      f"{ns.max} nodes but each of the {len(t.compute)} node set(s) owns "

@@ -1,0 +1,85 @@
+"""The node bootstrap an Azure VM runs from its cloud-init custom data:
+
+    python -m cloudhpc.node.cloudinit /etc/cloudhpc/cluster.json
+
+It reads the cluster description cloud-init wrote (template, role, node set) with the munge
+key and control token beside it (from secure deployment parameters), writes the same cluster
+files the local provider writes, and runs the same supervisor with the same daemons, in this
+machine's own namespaces (the VM is the node). The local integration tests run exactly this
+inside a network namespace."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+from cloudhpc.errors import CloudHPCError
+from cloudhpc.node import bootstrap
+from cloudhpc.paths import ClusterDir, home
+from cloudhpc.plan import NodeSpec, Plan, make_plan
+from cloudhpc.template.schema import Template
+
+
+def _secret(config_dir: Path, name: str) -> bytes:
+    path = config_dir / name
+    try:
+        return path.read_bytes().strip()
+    except OSError as exc:
+        raise CloudHPCError(f"cloud-init left no {path}: {exc.strerror}",
+                            hint="check the deployment's secure parameters") from None
+
+
+def _this_node(plan: Plan, role: str, name: str) -> NodeSpec:
+    if role == "head":
+        return plan.head
+    node = plan.node(name)
+    if node is None:
+        raise CloudHPCError(f"this machine's name {name!r} is no node of cluster "
+                            f"{plan.cluster!r}", hint="VMs must be named after Slurm nodes")
+    return node
+
+
+def prepare(config_path: Path, node_name: str | None = None) -> Path:
+    """Write the cluster's files and this node's supervisor spec; return the spec's path."""
+    config = json.loads(config_path.read_text())
+    template = Template.model_validate(config["template"])
+    plan = make_plan(template)
+    cdir = ClusterDir.of(template.name, home())
+    cdir.etc.mkdir(parents=True, exist_ok=True)
+    key = base64.b64decode(_secret(config_path.parent, "munge.key.b64"), validate=True)
+    if len(key) < 32:
+        raise CloudHPCError("the munge key from the deployment is shorter than 32 bytes",
+                            hint="pass mungeKey=$(head -c 1024 /dev/urandom | base64 -w0)")
+    for path, data, mode in ((cdir.munge_key, key, 0o400),
+                             (cdir.etc / "control.token", _secret(config_path.parent,
+                                                                  "control.token"), 0o600)):
+        if path.exists():
+            os.chmod(path, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(path, mode)
+    bootstrap.write_cluster_files(plan, cdir, json.dumps(config["template"]))
+    bootstrap.ensure_mount_points()
+    node = _this_node(plan, config["role"], node_name or socket.gethostname())
+    return bootstrap.write_node_spec(node, cdir)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        spec = prepare(Path(argv[0]), argv[1] if len(argv) > 1 else None)
+    except CloudHPCError as exc:
+        print(f"cloudhpc bootstrap: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""),
+              file=sys.stderr)
+        return 1
+    argv_sup = bootstrap.supervisor_argv(spec)
+    os.execv(argv_sup[0], argv_sup)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
