@@ -31,6 +31,11 @@ clean-demo:
 	$(CLI) down quickstart
 
 bench: install
-	$(PY) bench/cluster_up.py
-	$(PY) bench/throughput.py
-	$(PY) bench/mpi_pingpong.py
+	cd bench && ../$(PY) cluster_up.py
+	cd bench && ../$(PY) throughput.py
+	cd bench && ../$(PY) mpi_pingpong.py
+	cd bench && ../$(PY) cold_start.py
+	cd bench && ../$(PY) burst.py
+	cd bench && ../$(PY) idle_cpu.py
+	cd bench && ../$(PY) staging.py
+	cd bench && ../$(PY) export.py

@@ -38,6 +38,8 @@ def processes() -> dict[int, str]:
 
 
 def kind(cmd: str) -> str:
+    if "azurite" in cmd:
+        return "azurite (storage node)"
     if "cloudhpc" in cmd:
         return "cloudhpc"
     return cmd.split()[0].rsplit("/", 1)[-1]

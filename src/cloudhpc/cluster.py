@@ -109,6 +109,12 @@ class Cluster:
         with lifecycle.host_lock():
             others = [(r.name, r.cidr) for r in store.clusters()]
             template, _ = load(source, running=others)
+            if template.provider != "local":
+                raise CloudHPCError(
+                    f"this version cannot deploy to {template.provider} by itself yet",
+                    hint="export an ARM template with `cloudhpc export TEMPLATE -o DIR` and "
+                    "deploy it with `az deployment group create` (see the README's Azure "
+                    "section), or set provider: local")
             data = template.model_dump(mode="json")
             existing = store.cluster(template.name)
             if existing is not None:

@@ -1,0 +1,97 @@
+"""The Azure VM bootstrap, for real: take the cloud-init custom data out of an exported ARM
+template, write its files, and run its bootstrap command inside a fresh network namespace
+standing in for the head VM. The same supervisor, munged and slurmctld must come up with the
+deployment's munge key."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cloudhpc.azure.arm import decode_custom_data, export
+from cloudhpc.azure.cloudinit import CONFIG_PATH
+from cloudhpc.plan import make_plan
+from cloudhpc.template.loader import load
+
+NS = "t-cinit-head"
+TEMPLATE = {"version": 1, "name": "t-cinit", "provider": "azure",
+            "network": {"cidr": "198.19.16.0/24"},
+            "compute": [{"name": "cn", "size": "Standard_D4s_v5", "min": 1, "max": 1}],
+            "azure": {"region": "eastus", "ssh_cidrs": ["198.51.100.0/24"]}}
+
+
+@pytest.fixture()
+def vm_netns(home: Path) -> Iterator[str]:
+    """A network namespace holding the head's private address, as its VM NIC would."""
+    subprocess.run(["ip", "netns", "add", NS], check=True)
+    try:
+        model, _ = load(TEMPLATE)
+        address = make_plan(model).head.address
+        subprocess.run(["ip", "-n", NS, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "-n", NS, "addr", "add", f"{address}/32", "dev", "lo"],
+                       check=True)
+        yield NS
+    finally:
+        pids = subprocess.run(["ip", "netns", "pids", NS], capture_output=True,
+                              text=True).stdout.split()
+        for pid in pids:
+            subprocess.run(["kill", "-9", pid], capture_output=True)
+        subprocess.run(["ip", "netns", "del", NS], capture_output=True)
+
+
+def test_head_bootstraps_from_its_custom_data(vm_netns: str, home: Path,
+                                              tmp_path: Path) -> None:
+    model, _ = load(TEMPLATE)
+    arm, _ = export(model)
+    head = next(r for r in arm["resources"] if r["type"] == "Microsoft.Compute/virtualMachines")
+    munge_key = os.urandom(1024)
+    secrets = {"mungeKey": base64.b64encode(munge_key).decode(), "clusterToken": "t0k3n"}
+    text = base64.b64decode(decode_custom_data(head["properties"]["osProfile"]["customData"],
+                                               secrets)).decode()
+    assert text.startswith("#cloud-config\n")
+    doc = yaml.safe_load(text)
+    etc = tmp_path / "etc-cloudhpc"  # stands for the VM's /etc/cloudhpc
+    etc.mkdir()
+    for f in doc["write_files"]:
+        path = etc / Path(f["path"]).name
+        path.write_text(f["content"])
+        path.chmod(int(f["permissions"], 8))
+    command = doc["runcmd"][-1]
+    assert command[1:] == ["-m", "cloudhpc.node.cloudinit", CONFIG_PATH]
+    state = tmp_path / "vm-state"
+    env = {**os.environ, "CLOUDHPC_HOME": str(state)}
+    subprocess.run(["setsid", "-f", "nsenter", f"--net=/run/netns/{vm_netns}", "unshare",
+                    "--mount", "--uts", "--", sys.executable, "-m", "cloudhpc.node.cloudinit",
+                    str(etc / "cluster.json")], check=True, env=env)
+    node_dir = state / "clusters" / "t-cinit" / "nodes" / "head"
+    ready = node_dir / "run" / "ready"
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), (node_dir / "logs" / "supervisor.log").read_text()
+    pid = (node_dir / "run" / "supervisor.pid").read_text().strip()
+    enter = ["nsenter", f"--target={pid}", "--net", "--mount", "--uts", "--"]
+    ping = ""
+    while time.monotonic() < deadline:
+        ping = subprocess.run([*enter, "scontrol", "ping"], capture_output=True,
+                              text=True).stdout
+        if "UP" in ping:
+            break
+        time.sleep(0.2)
+    assert "Slurmctld(primary) at head is UP" in ping
+    assert subprocess.run([*enter, "hostname"], capture_output=True,
+                          text=True).stdout.strip() == "head"
+    key_file = state / "clusters" / "t-cinit" / "etc" / "munge.key"
+    assert key_file.read_bytes() == munge_key
+    assert oct(key_file.stat().st_mode & 0o777) == "0o400"
+    cred = subprocess.run([*enter, "sh", "-c", "munge -n | unmunge"], capture_output=True,
+                          text=True)
+    assert "STATUS:          Success" in cred.stdout, cred.stderr
