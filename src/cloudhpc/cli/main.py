@@ -21,7 +21,7 @@ from cloudhpc.cluster import Cluster
 from cloudhpc.errors import CloudHPCError, TemplateError
 from cloudhpc.state import Store
 from cloudhpc.template import Level, Template
-from cloudhpc.template.loader import check, parse_yaml
+from cloudhpc.template.loader import check, load, parse_yaml
 
 app = typer.Typer(help="Declare an HPC cluster once; bring it up locally or on Azure.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -86,8 +86,26 @@ def sizes(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def up(template: Path, as_json: JsonOpt = False) -> None:
+def up(template: Path, as_json: JsonOpt = False,
+       provider: Annotated[str | None, typer.Option(  # noqa: UP007
+           help="local or azure (default: the template's)")] = None,
+       dry_run: Annotated[bool, typer.Option(
+           "--dry-run", help="azure: print what would be created, change nothing")] = False,
+       subscription: Annotated[str | None, typer.Option(  # noqa: UP007
+           help="azure: subscription id (default: $AZURE_SUBSCRIPTION_ID)")] = None,
+       resource_group: Annotated[str | None, typer.Option(  # noqa: UP007
+           help="azure: resource group (default: cloudhpc-NAME)")] = None,
+       ssh_key: Annotated[str | None, typer.Option(  # noqa: UP007
+           help="azure: SSH public key file of the admin user")] = None,
+       ) -> None:
     """Bring a cluster up from a template (a no-op if it is already up unchanged)."""
+    model, _ = load(template, provider=provider)
+    if model.provider == "azure":
+        _up_azure(model, as_json, dry_run, subscription, resource_group, ssh_key)
+        return
+    if dry_run:
+        raise CloudHPCError("--dry-run is for provider azure",
+                            hint="a local cluster takes a second: `cloudhpc up` then `down`")
     with Progress(TextColumn("{task.description:<22}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=as_json or not err.is_terminal) as bar:
         task = bar.add_task("starting", total=5)
@@ -105,6 +123,34 @@ def up(template: Path, as_json: JsonOpt = False) -> None:
               f"node(s) idle. Try: cloudhpc submit examples/jobs/mpi_pi.sh --nodes 2 --wait")
 
 
+def _up_azure(model: Template, as_json: bool, dry_run: bool, subscription: str | None,
+              resource_group: str | None, ssh_key: str | None) -> None:
+    from cloudhpc.azure import deploy, service
+
+    if dry_run:
+        planned = deploy.dry_run(model)
+        if as_json:
+            emit_json({"cluster": model.name, "would_create": planned})
+        else:
+            table(f"{model.name} on Azure would create", ["type", "name"],
+                  [(r["type"], r["name"]) for r in planned])
+        return
+    target = service.target(model, subscription, resource_group)
+    with Progress(TextColumn("{task.description:<22}"), BarColumn(), TimeElapsedColumn(),
+                  console=err, transient=as_json or not err.is_terminal) as bar:
+        task = bar.add_task("deploying", total=1)
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        outputs = service.up(target, Store(), ssh_key, progress)
+    if as_json:
+        emit_json({"cluster": model.name, "outputs": outputs})
+    else:
+        out.print(f"cluster [bold]{model.name}[/bold] deployed to resource group "
+                  f"{target.azure.resource_group}: {outputs}")
+
+
 @app.command()
 def down(cluster: ClusterOpt = None,
          name: Annotated[str | None, typer.Argument(help="cluster name")] = None,  # noqa: UP007
@@ -116,6 +162,12 @@ def down(cluster: ClusterOpt = None,
         out.print(f"no cluster named '{target}': nothing to do")
         return
     c = Cluster.get(target, store)
+    if c.record.provider == "azure":
+        from cloudhpc.azure import service
+
+        removed = service.down(c.record, store)
+        out.print(f"cluster {c.name} removed from Azure ({len(removed)} resource(s))")
+        return
     c.down()
     out.print(f"cluster {c.name} removed")
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cloudhpc.errors import CloudHPCError, TemplateError
@@ -25,7 +26,7 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     for col in columns:
         t.add_column(col)
     for row in rows:
-        t.add_row(*[str(v) for v in row])
+        t.add_row(*[escape(str(v)) for v in row])  # values are data, never markup
     out.print(t)
 
 

@@ -74,6 +74,11 @@ class Azure(_Model):
                                  description="CIDRs allowed to reach the head's API port")
     package: str = Field("cloudhpc", description="pip requirement cloud-init installs on "
                          "every VM (a version pin or a wheel URL)")
+    subscription: str | None = Field(None, description="subscription id to deploy to "
+                                     "(default: $AZURE_SUBSCRIPTION_ID)")
+    resource_group: str | None = Field(None, description="resource group to deploy to "
+                                       "(default: cloudhpc-NAME, created and removed by "
+                                       "cloudhpc)")
 
 
 class Template(_Model):

@@ -1,0 +1,310 @@
+"""The Azure SDK calls, through azure-core's pluggable HTTP transport: the requests cloudhpc
+sends (deployment body, scale-set VM create/delete) and how it handles recorded error
+responses (quota, SkuNotAvailable, throttling 429 with retry). Nothing leaves this process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.credentials import AccessToken
+from azure.core.pipeline.transport import HttpTransport
+from azure.core.rest._http_response_impl import RestHttpClientTransportResponse
+
+from cloudhpc.azure.arm import export
+from cloudhpc.azure.deploy import AzureDeployment, dry_run
+from cloudhpc.azure.errors import AzureError
+from cloudhpc.azure.provider import AzureProvider
+from cloudhpc.plan import make_plan
+from cloudhpc.template.loader import load
+
+ROOT = Path(__file__).resolve().parents[2]
+SUB = "00000000-0000-0000-0000-000000000001"
+Reply = tuple[int, Any, dict[str, str]]
+
+
+class Credential:
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("test-token", 4_102_444_800)
+
+
+class _Raw:
+    def __init__(self, status: int, body: Any, headers: dict[str, str]) -> None:
+        self.status, self.reason = status, "test"
+        self._body = b"" if body is None else json.dumps(body).encode()
+        self._headers = {"Content-Type": "application/json", **headers}
+
+    def getheaders(self) -> list[tuple[str, str]]:
+        return list(self._headers.items())
+
+    def read(self) -> bytes:
+        return self._body
+
+
+class _Response(RestHttpClientTransportResponse):  # type: ignore[misc]
+    """A complete, already-read response (the SDK streams some bodies)."""
+
+    def iter_bytes(self, **kwargs: Any) -> Any:
+        yield self.read()
+
+    def iter_raw(self, **kwargs: Any) -> Any:
+        yield self.read()
+
+    def stream_download(self, pipeline: Any, **kwargs: Any) -> Any:
+        yield self.read()
+
+    _stream_download = stream_download
+
+
+class Recorder(HttpTransport):  # type: ignore[misc]
+    """Answers from a function of (method, url, body) and records every request."""
+
+    def __init__(self, answer: Callable[[str, str, Any], Reply]) -> None:
+        self.answer = answer
+        self.requests: list[tuple[str, str, Any]] = []
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        body = json.loads(request.content) if request.content else None
+        self.requests.append((request.method, request.url, body))
+        status, payload, headers = self.answer(request.method, request.url, body)
+        response = _Response(
+            request=request, internal_response=_Raw(status, payload, headers))
+        response.read()
+        return response
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def template() -> Any:
+    model, _ = load(ROOT / "examples" / "azure-hb.yaml")
+    return model
+
+
+def deployment(answer: Callable[[str, str, Any], Reply]) -> tuple[AzureDeployment, Recorder]:
+    rec = Recorder(answer)
+    return AzureDeployment(SUB, "rg-hpc", credential=Credential(), poll_seconds=0,
+                           transport=rec, retry_backoff_factor=0), rec
+
+
+def test_dry_run_lists_what_would_be_created(template: Any) -> None:
+    planned = dry_run(template)
+    assert {"type": "Microsoft.Compute/virtualMachineScaleSets", "name": "hbdemo-hb-vmss"} \
+        in planned
+    assert len(planned) == len(export(template)[0]["resources"])
+
+
+def test_deploy_sends_the_exported_template_and_secrets_as_parameters(template: Any) -> None:
+    def answer(method: str, url: str, body: Any) -> Reply:
+        if method == "HEAD":
+            return 404, None, {}
+        if "/deployments/" in url and "/operations" in url:
+            return 200, {"value": []}, {}
+        if method == "PUT" and "/deployments/" in url:
+            return 200, {"id": "d", "name": "cloudhpc-hbdemo", "properties": {
+                "provisioningState": "Succeeded",
+                "outputs": {"headPrivateIp": {"type": "String", "value": "10.42.0.4"}}}}, {}
+        if method == "PUT":
+            return 201, {"id": "g", "name": "rg-hpc", "location": "eastus"}, {}
+        raise AssertionError(f"unexpected {method} {url}")
+
+    dep, rec = deployment(answer)
+    outputs = dep.deploy(template, {"sshPublicKey": "ssh-ed25519 AAAA k", "mungeKey": "bWs=",
+                                    "clusterToken": "s3cr3t-t0ken"})
+    assert outputs == {"headPrivateIp": "10.42.0.4"}
+    methods = [(m, re.sub(r"\?.*", "", u).split(SUB)[1]) for m, u, _ in rec.requests]
+    assert methods[0] == ("HEAD", "/resourcegroups/rg-hpc")
+    assert methods[1] == ("PUT", "/resourcegroups/rg-hpc")
+    group = rec.requests[1][2]
+    assert group["location"] == "eastus" and group["tags"]["cloudhpc-created"] == "true"
+    put = next(b for m, u, b in rec.requests if m == "PUT" and "/deployments/" in u)
+    assert put["properties"]["template"] == export(template)[0]
+    assert put["properties"]["parameters"]["mungeKey"] == {"value": "bWs="}
+    assert put["properties"]["parameters"]["location"] == {"value": "eastus"}
+    assert put["properties"]["parameters"]["clusterToken"] == {"value": "s3cr3t-t0ken"}
+    assert "s3cr3t-t0ken" not in json.dumps(put["properties"]["template"])
+    assert all(u.startswith("https://management.azure.com/") for _, u, _ in rec.requests)
+
+
+def test_failed_deployment_shows_the_operation_errors(template: Any) -> None:
+    def answer(method: str, url: str, body: Any) -> Reply:
+        if method == "HEAD":
+            return 204, None, {}
+        if "/operations" in url:
+            return 200, {"value": [{"id": "op1", "operationId": "1", "properties": {
+                "provisioningState": "Failed",
+                "targetResource": {"resourceType": "Microsoft.Compute/virtualMachineScaleSets",
+                                   "resourceName": "hbdemo-hb-vmss"},
+                "statusMessage": {"error": {
+                    "code": "SkuNotAvailable",
+                    "message": "The requested size for resource 'hbdemo-hb-vmss' is "
+                               "currently not available in location 'eastus'."}}}}]}, {}
+        return 200, {"id": "d", "name": "cloudhpc-hbdemo", "properties": {
+            "provisioningState": "Failed",
+            "error": {"code": "DeploymentFailed", "message": "At least one resource "
+                      "deployment operation failed."}}}, {}
+
+    dep, _ = deployment(answer)
+    with pytest.raises(AzureError) as info:
+        dep.deploy(template, {"sshPublicKey": "k", "mungeKey": "m", "clusterToken": "t"})
+    assert "Microsoft.Compute/virtualMachineScaleSets hbdemo-hb-vmss: SkuNotAvailable" in \
+        info.value.message
+    assert "\n" not in info.value.message
+
+
+def test_destroy_deletes_the_group_only_when_cloudhpc_created_it(template: Any) -> None:
+    def answer(method: str, url: str, body: Any) -> Reply:
+        if method == "GET" and url.split("?")[0].endswith("/resourcegroups/rg-hpc"):
+            return 200, {"id": f"/subscriptions/{SUB}/resourceGroups/rg-hpc",
+                         "name": "rg-hpc", "location": "eastus",
+                         "tags": {"cloudhpc-created": "true", "cloudhpc-cluster": "hbdemo"}}, {}
+        if method == "DELETE":
+            return 200, None, {}
+        raise AssertionError(f"unexpected {method} {url}")
+
+    dep, rec = deployment(answer)
+    assert dep.destroy(template) == [f"/subscriptions/{SUB}/resourceGroups/rg-hpc"]
+    assert [m for m, _, _ in rec.requests] == ["GET", "DELETE"]
+
+
+def provider(template: Any, answer: Callable[[str, str, Any], Reply]
+             ) -> tuple[AzureProvider, Recorder]:
+    rec = Recorder(answer)
+    return AzureProvider(template, make_plan(template), SUB, "rg-hpc", credential=Credential(),
+                         transport=rec, retry_backoff_factor=0, polling_interval=0), rec
+
+
+def test_launch_creates_vms_in_the_scale_set_and_reports_quota(template: Any) -> None:
+    def answer(method: str, url: str, body: Any) -> Reply:
+        if "/virtualMachines/hb-1" in url:
+            return 409, {"error": {"code": "QuotaExceeded", "message": "Operation could not be "
+                                   "completed as it results in exceeding approved "
+                                   "standardHBrsv3Family Cores quota."}}, {}
+        return 200, {"id": url.split("?")[0], "name": url.split("/")[-1].split("?")[0],
+                     "location": "eastus", "properties": {"provisioningState": "Succeeded"}}, {}
+
+    prov, rec = provider(template, answer)
+    plan = make_plan(template)
+    errors = prov.launch([plan.node("hb-1"), plan.node("hb-2")])  # type: ignore[list-item]
+    assert [(e.nodeset, e.nodes) for e in errors] == [("hb", ["hb-1"])]
+    assert "QuotaExceeded" in errors[0].cause and "\n" not in errors[0].cause
+    assert prov.errors() == errors
+    body = next(b for m, u, b in rec.requests if "/virtualMachines/hb-2" in u)
+    assert body["properties"]["virtualMachineScaleSet"]["id"].endswith(
+        "/virtualMachineScaleSets/hbdemo-hb-vmss")
+    assert body["properties"]["hardwareProfile"]["vmSize"] == "Standard_HB120rs_v3"
+    assert body["properties"]["osProfile"]["computerName"] == "hb-2"
+    assert body["tags"]["cloudhpc-node"] == "hb-2"
+
+
+def test_throttling_is_retried(template: Any) -> None:
+    seen: list[str] = []
+
+    def answer(method: str, url: str, body: Any) -> Reply:
+        seen.append(method)
+        if len(seen) == 1:
+            return 429, {"error": {"code": "TooManyRequests", "message": "slow down"}}, {
+                "Retry-After": "0"}
+        return 200, {"id": "vm", "name": "hb-1", "location": "eastus",
+                     "properties": {"provisioningState": "Succeeded"}}, {}
+
+    prov, rec = provider(template, answer)
+    assert prov.launch([make_plan(template).node("hb-1")]) == []  # type: ignore[list-item]
+    assert [m for m, _, _ in rec.requests] == ["PUT", "PUT"]
+
+
+def test_sku_not_available_is_a_capacity_error(template: Any) -> None:
+    def answer(method: str, url: str, body: Any) -> Reply:
+        return 409, {"error": {"code": "SkuNotAvailable", "message": "The requested VM size "
+                               "Standard_HB120rs_v3 is not available in eastus."}}, {}
+
+    prov, _ = provider(template, answer)
+    errors = prov.launch([make_plan(template).node("hb-3")])  # type: ignore[list-item]
+    assert "SkuNotAvailable" in errors[0].cause
+
+
+def test_nodes_and_terminate(template: Any) -> None:
+    vm = {"id": f"/subscriptions/{SUB}/x/hb-1", "name": "hb-1", "location": "eastus",
+          "tags": {"cloudhpc-cluster": "hbdemo", "cloudhpc-node": "hb-1"},
+          "properties": {"provisioningState": "Succeeded"}}
+
+    def answer(method: str, url: str, body: Any) -> Reply:
+        if method == "GET":
+            return 200, {"value": [vm]}, {}
+        if method == "DELETE" and "/hb-2" in url:
+            return 404, {"error": {"code": "NotFound", "message": "gone"}}, {}
+        return 200, None, {}
+
+    prov, rec = provider(template, answer)
+    nodes = prov.nodes()
+    assert nodes["hb-1"].state.value == "running" and nodes["hb-2"].state.value == "absent"
+    prov.terminate(["hb-1", "hb-2"])  # an absent node is no error: idempotent
+    deletes = [u.split("?")[0].rsplit("/", 1)[1] for m, u, _ in rec.requests if m == "DELETE"]
+    assert deletes == ["hb-1", "hb-2"]
+
+
+def test_up_and_down_record_the_cluster_and_keep_secrets_private(
+        template: Any, tmp_path: Path) -> None:
+    from cloudhpc.azure import service
+    from cloudhpc.state import Store
+
+    key = tmp_path / "id.pub"
+    key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample user@host\n")
+    deployed: list[Any] = []
+
+    def answer(method: str, url: str, body: Any) -> Reply:
+        path = url.split("?")[0]
+        if method == "HEAD":
+            return 204, None, {}
+        if "/operations" in path:
+            return 200, {"value": []}, {}
+        if method == "PUT":
+            deployed.append(body)
+            return 200, {"id": "d", "name": "n", "properties": {
+                "provisioningState": "Succeeded", "outputs": {}}}, {}
+        if method == "GET" and path.endswith("/resourcegroups/rg-x"):
+            return 200, {"id": "/g", "name": "rg-x", "location": "eastus", "tags": {}}, {}
+        if method == "GET" and "/deployments/" in path:
+            return 200, {"id": "d", "name": "n", "properties": {"outputResources": [
+                {"id": f"/subscriptions/{SUB}/resourceGroups/rg-x/providers/"
+                       "Microsoft.Network/virtualNetworks/hbdemo-vnet"},
+                {"id": f"/subscriptions/{SUB}/resourceGroups/rg-x/providers/"
+                       "Microsoft.Compute/virtualMachines/hbdemo-head"}]}}, {}
+        if method == "DELETE":
+            return 204, None, {}
+        raise AssertionError(f"unexpected {method} {url}")
+
+    store = Store(tmp_path / "state.db")
+    target = service.target(template, SUB, "rg-x")
+    rec = Recorder(answer)
+    service.up(target, store, str(key), credential=Credential(), transport=rec,
+               retry_backoff_factor=0, poll_seconds=0)
+    record = store.cluster("hbdemo")
+    assert record is not None and record.provider == "azure" and record.status == "running"
+    params = deployed[0]["properties"]["parameters"]
+    assert params["sshPublicKey"]["value"].startswith("ssh-ed25519 ")
+    assert len(base64.b64decode(params["mungeKey"]["value"])) == 1024
+    secret_file = tmp_path / "clusters" / "hbdemo" / "etc" / "azure-mungeKey"
+    assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
+    removed = service.down(record, store, credential=Credential(), transport=rec,
+                           retry_backoff_factor=0, poll_seconds=0)
+    # exactly what the deployment made, dependents first; the group itself is not ours
+    assert [r.rsplit("/", 1)[1] for r in removed] == ["hbdemo-vnet", "hbdemo-head"]
+    deletes = [u.split("?")[0].rsplit("/", 1)[1] for m, u, _ in rec.requests if m == "DELETE"]
+    assert deletes == ["hbdemo-head", "hbdemo-vnet", "cloudhpc-hbdemo"]
+    assert store.cluster("hbdemo") is None and not secret_file.exists()
