@@ -262,7 +262,8 @@ class Cluster:
                ntasks_per_node: int | None = None, partition: str | None = None,
                name: str | None = None, wait: bool = False,
                timeout: float | None = None, stage_in: Sequence[str | StageIn] = (),
-               stage_out: Sequence[str | StageOut] = (), exe: Sequence[str] = ()) -> Job:
+               stage_out: Sequence[str | StageOut] = (), exe: Sequence[str] = (),
+               user: str | None = None) -> Job:
         """Submit a batch script. stage_in: 'blob://CONTAINER/PATH[:DEST]' fetched into the
         job's directory before it starts; stage_out: 'SRC:blob://CONTAINER/PATH' stored
         after it ends (also when it failed); exe: programs in blob storage fetched once into
@@ -270,7 +271,7 @@ class Cluster:
         return jobs_service.submit(self, Path(script), nodes=nodes,
                                    ntasks_per_node=ntasks_per_node, partition=partition,
                                    name=name, wait=wait, timeout=timeout, stage_in=stage_in,
-                                   stage_out=stage_out, exe=exe)
+                                   stage_out=stage_out, exe=exe, user=user)
 
     @property
     def storage(self) -> BlobStore:

@@ -17,7 +17,9 @@ from cloudhpc.plan import Plan
 from cloudhpc.providers.local import LocalProvider
 from cloudhpc.runner import require_programs
 from cloudhpc.slurm.client import SlurmClient
-from cloudhpc.storage.account import PORT
+from cloudhpc.storage.account import PORT as BLOB_PORT
+
+API_PORT = 8443  # cloudhpc.api.server.PORT (not imported: it pulls in FastAPI)
 
 Progress = Callable[[str, int, int], None]
 LOCAL_PROGRAMS = ["ip", "nsenter", "unshare", "setsid", "munged", "slurmctld", "slurmd",
@@ -67,7 +69,8 @@ def bring_up(plan: Plan, cdir: ClusterDir, provider: LocalProvider, slurm: Slurm
             else:
                 wait_idle(plan, slurm, timeout)
                 if plan.blob:
-                    wait_blob(plan, timeout)
+                    wait_port(plan.storage.address, BLOB_PORT, timeout, "the blob store")
+                wait_port(plan.head.address, API_PORT, timeout, "the head's API")
         progress("ready", len(STEPS), len(STEPS))
     except BaseException as exc:
         if cleanup:
@@ -102,18 +105,17 @@ def wait_idle(plan: Plan, slurm: SlurmClient, timeout: float) -> None:
                          hint="see the slurmctld and slurmd logs under the cluster's logs/")
 
 
-def wait_blob(plan: Plan, timeout: float) -> None:
-    """Wait until the storage node's blob service accepts connections."""
+def wait_port(address: str, port: int, timeout: float, what: str) -> None:
+    """Wait until a service of the cluster accepts connections."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            socket.create_connection((plan.storage.address, PORT), timeout=1).close()
+            socket.create_connection((address, port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise ProvisionError("wait for Slurm", f"the blob store on {plan.storage.address}:{PORT} "
-                         f"did not start in {timeout:.0f} s",
-                         hint="see logs/azurite.log under the storage node's directory")
+    raise ProvisionError("wait for Slurm", f"{what} on {address}:{port} did not start in "
+                         f"{timeout:.0f} s", hint="see the node's logs/ directory")
 
 
 def tear_down(plan: Plan, cdir: ClusterDir, provider: LocalProvider) -> None:

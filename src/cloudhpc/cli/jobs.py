@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cloudhpc.cli.output import emit_json, err, out, table
-from cloudhpc.cluster import Cluster
+from cloudhpc.cli.remote import target
 from cloudhpc.jobs.model import Job
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Submit a batch script to Slurm (it runs in its own directory under /shared/jobs)."""
-        c = Cluster.get(cluster)
+        c = target(cluster)
         job = c.submit(script, nodes=nodes, ntasks_per_node=ntasks_per_node,
                        partition=partition, name=name, stage_in=stage_in or [],
                        stage_out=stage_out or [], exe=exe or [])
@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
                  all: Annotated[bool, typer.Option("--all", help="include history")] = False,
                  ) -> None:
         """Queued, running and recently finished jobs."""
-        c = Cluster.get(cluster)
+        c = target(cluster)
         found = c.jobs(history=all)
         if as_json:
             emit_json([j.as_dict() for j in found])
@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def job(job_id: int, cluster: ClusterOpt = None, as_json: JsonOpt = False) -> None:
         """One job in detail."""
-        found = Cluster.get(cluster).job(job_id)
+        found = target(cluster).job(job_id)
         if as_json:
             emit_json(found.as_dict())
         else:
@@ -115,10 +115,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def logs(job_id: int, cluster: ClusterOpt = None) -> None:
         """Print a job's output."""
-        out.print(Cluster.get(cluster).logs(job_id), end="", highlight=False, markup=False)
+        out.print(target(cluster).logs(job_id), end="", highlight=False, markup=False)
 
     @app.command()
     def cancel(job_id: int, cluster: ClusterOpt = None) -> None:
         """Cancel a queued or running job."""
-        Cluster.get(cluster).cancel(job_id)
+        target(cluster).cancel(job_id)
         out.print(f"job {job_id} cancelled")

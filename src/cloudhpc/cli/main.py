@@ -15,6 +15,7 @@ from cloudhpc import sizes as size_table
 from cloudhpc.cli import cloud as cloud_cli
 from cloudhpc.cli import jobs as jobs_cli
 from cloudhpc.cli import ops as ops_cli
+from cloudhpc.cli import remote as remote_cli
 from cloudhpc.cli import storage as storage_cli
 from cloudhpc.cli.output import emit_json, err, out, report_error, table
 from cloudhpc.cluster import Cluster
@@ -29,6 +30,19 @@ jobs_cli.register(app)
 ops_cli.register(app)
 storage_cli.register(app)
 cloud_cli.register(app)
+app.add_typer(remote_cli.tokens, name="token")
+
+
+@app.callback()
+def main_options(
+    remote: Annotated[str | None, typer.Option(  # noqa: UP007
+        "--remote", help="work through a cluster's API at this URL (or $CLOUDHPC_REMOTE)")
+    ] = None,
+    token: Annotated[str | None, typer.Option(  # noqa: UP007
+        "--token", help="API token for --remote (or $CLOUDHPC_TOKEN)")] = None,
+) -> None:
+    """Declare an HPC cluster once; bring it up locally or on Azure."""
+    remote_cli.configure(remote, token)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 ClusterOpt = Annotated[str | None, typer.Option("-c", "--cluster",  # noqa: UP007
@@ -187,6 +201,17 @@ def list_clusters(as_json: JsonOpt = False) -> None:
 @app.command()
 def status(cluster: ClusterOpt = None, as_json: JsonOpt = False) -> None:
     """Nodes of a cluster with their state (Slurm's view merged with the provider's)."""
+    far = remote_cli.remote()
+    if far is not None:
+        rows = far.status()
+        if as_json:
+            emit_json({"cluster": far.url, "nodes": rows})
+        else:
+            table(f"cluster at {far.url}", ["node", "role", "node set", "address", "CPUs",
+                                            "state", "reason"],
+                  [(n["name"], n["role"], n["nodeset"], n["address"], n["cpus"], n["state"],
+                    n["reason"]) for n in rows])
+        return
     c = Cluster.get(cluster)
     nodes = c.status()
     if as_json:

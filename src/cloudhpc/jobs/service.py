@@ -15,7 +15,7 @@ import hostlist
 
 from cloudhpc.cost import job_cost
 from cloudhpc.errors import CommandError, JobError
-from cloudhpc.jobs import staging
+from cloudhpc.jobs import staging, users
 from cloudhpc.jobs.model import Job, JobState, from_keyvalues, from_squeue
 from cloudhpc.slurm.conf import SlurmPaths
 from cloudhpc.state import JobRecord
@@ -46,9 +46,12 @@ def _check_request(cluster: Cluster, script: Path, nodes: int | None,
 def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node: int | None,
            partition: str | None, name: str | None, wait: bool,
            timeout: float | None, stage_in: Sequence[str | StageIn] = (),
-           stage_out: Sequence[str | StageOut] = (), exe: Sequence[str] = ()) -> Job:
+           stage_out: Sequence[str | StageOut] = (), exe: Sequence[str] = (),
+           user: str | None = None) -> Job:
+    """Submit SCRIPT; with USER (the API's callers) the job runs as that Unix user."""
     _check_request(cluster, script, nodes, ntasks_per_node, partition)
     transfers = staging.check(cluster, stage_in, stage_out, exe)
+    account = users.ensure_user(user) if user and user != "root" else None
     sub = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     workdir = f"/shared/jobs/{sub}"
     host_dir = cluster.dir.shared / "jobs" / sub
@@ -56,6 +59,8 @@ def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node
     shutil.copy2(script, host_dir / script.name)
     batch = staging.write(cluster, transfers, script, host_dir, workdir) if transfers \
         else script.name
+    if account is not None:
+        users.give(host_dir, account)
     stdout = f"{workdir}/slurm-%j.out"
     options = [f"--chdir={workdir}", f"--output={stdout}",
                f"--job-name={name or script.stem}"]
@@ -65,6 +70,8 @@ def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node
         options.append(f"--ntasks-per-node={ntasks_per_node}")
     if partition:
         options.append(f"--partition={partition}")
+    if account is not None:
+        options += [f"--uid={account.pw_uid}", f"--gid={account.pw_gid}"]
     try:
         job_id = cluster.slurm.sbatch(options, f"{workdir}/{batch}")
     except CommandError as exc:

@@ -15,14 +15,21 @@ from typing import Any
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import NodeSpec, Plan, Role
 from cloudhpc.runner import BASE_PATH
-from cloudhpc.slurm.conf import CTLD_PROLOG, OMPI_MCA_PARAMS, TASK_PROLOG, SlurmPaths, render
+from cloudhpc.slurm.conf import (
+    CTLD_PROLOG,
+    NODE_SPOOL,
+    OMPI_MCA_PARAMS,
+    TASK_PROLOG,
+    SlurmPaths,
+    render,
+)
 from cloudhpc.storage.account import BlobAccount
 from cloudhpc.storage.azurite import METADATA_DB, azurite_daemon
 
 MUNGE_SOCKET = "/run/munge/munge.socket.2"
 # Paths every node sees, bound from the cluster's state directory. The host must have the
 # mount points; they are created empty if missing (nothing is mounted on the host itself).
-NODE_MOUNT_POINTS = ["/shared", "/scratch", "/run/munge", "/etc/slurm"]
+NODE_MOUNT_POINTS = ["/shared", "/scratch", "/run/munge", "/etc/slurm", NODE_SPOOL]
 MCA_PARAMS_FILE = "/etc/openmpi/openmpi-mca-params.conf"
 
 
@@ -93,7 +100,10 @@ def daemons(node: NodeSpec, cdir: ClusterDir) -> list[dict[str, Any]]:
         reconciler = {"name": "reconciler",
                       "argv": [sys.executable, "-m", "cloudhpc.autoscale.reconciler",
                                str(cdir.root)]}
-        return [munged, {"name": "slurmctld", "argv": ["slurmctld", "-D", "-i"]}, reconciler]
+        api = {"name": "api", "argv": [sys.executable, "-m", "cloudhpc.api.server",
+                                       str(cdir.root)]}
+        return [munged, {"name": "slurmctld", "argv": ["slurmctld", "-D", "-i"]}, reconciler,
+                api]
     if node.role is Role.COMPUTE:
         argv = ["slurmd", "-D", "-N", node.name] + (["-b"] if node.dynamic else [])
         return [munged, {"name": "slurmd", "argv": argv}]
@@ -108,7 +118,9 @@ def node_spec(node: NodeSpec, cdir: ClusterDir) -> dict[str, Any]:
     for sub in ("munge", "scratch", "run", "logs"):
         (ndir / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(ndir / "munge", 0o755)
-    (cdir.root / "slurm" / "spool" / node.name).mkdir(parents=True, exist_ok=True)
+    spool = cdir.root / "slurm" / "spool" / node.name
+    spool.mkdir(parents=True, exist_ok=True)
+    os.chmod(spool, 0o755)
     return {
         "name": node.name,
         "role": node.role.value,
@@ -121,6 +133,7 @@ def node_spec(node: NodeSpec, cdir: ClusterDir) -> dict[str, Any]:
             [str(ndir / "munge"), "/run/munge"],
             [str(cdir.shared), "/shared"],
             [str(ndir / "scratch"), "/scratch"],
+            [str(spool), NODE_SPOOL],
         ],
         "env": {"PATH": BASE_PATH, "LANG": "C.UTF-8", "HOME": "/root"},
         "daemons": daemons(node, cdir),

@@ -41,7 +41,7 @@ class SlurmClient:
         try:
             out = self.exec_head(["scontrol", "-o", "show", "job", str(job_id)]).stdout
         except CommandError as exc:
-            if "Invalid job id" in exc.stderr:
+            if "Invalid job id" in exc.stderr or "not found" in exc.stderr:
                 return None
             raise
         return out.strip() or None

@@ -8,6 +8,11 @@ import hostlist
 
 from cloudhpc.plan import Plan
 
+NODE_TASK_PROLOG = "/etc/slurm/task-prolog.sh"
+# each node's own spool, bound here: slurmstepd runs job scripts from it as the job's user,
+# who may not enter the state directory
+NODE_SPOOL = "/var/spool/cloudhpc-slurmd"
+
 
 @dataclass(frozen=True)
 class SlurmPaths:
@@ -33,7 +38,9 @@ class SlurmPaths:
 
     @property
     def task_prolog(self) -> str:
-        return f"{self.state}/etc/task-prolog.sh"
+        """Where the file is written; jobs of every user run it as NODE_TASK_PROLOG (the
+        state directory is root's alone, /etc/slurm is bound into every node)."""
+        return f"{self.state}/etc/slurm/task-prolog.sh"
 
     @property
     def ctld_prolog(self) -> str:
@@ -54,7 +61,7 @@ CredType=cred/munge
 SlurmctldPort=6817
 SlurmdPort=6818
 StateSaveLocation={ctld_state}
-SlurmdSpoolDir={spool}/%n
+SlurmdSpoolDir={node_spool}
 SlurmctldPidFile={ctld_state}/slurmctld.pid
 SlurmdPidFile={spool}/%n/slurmd.pid
 SlurmctldLogFile={logs}/slurmctld.log
@@ -144,8 +151,8 @@ def render_power_save(plan: Plan, paths: SlurmPaths) -> str:
 def render(plan: Plan, paths: SlurmPaths) -> str:
     header = HEADER.format(
         cluster=plan.cluster, head_addr=plan.head.address, ctld_state=paths.ctld_state,
-        spool=paths.spool, logs=paths.logs, jobcomp=paths.jobcomp,
-        task_prolog=paths.task_prolog,
+        spool=paths.spool, node_spool=NODE_SPOOL, logs=paths.logs, jobcomp=paths.jobcomp,
+        task_prolog=NODE_TASK_PROLOG,
     )
     return (header + render_power_save(plan, paths) + "\n" + render_nodes(plan)
             + render_partitions(plan))

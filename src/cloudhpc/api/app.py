@@ -1,0 +1,235 @@
+"""The REST API a cluster's head node serves (OpenAPI at /openapi.json, dashboard at /).
+
+Every route but /healthz needs `Authorization: Bearer <token>` (401 otherwise). Admin tokens
+act on every job; user tokens see and act on their own jobs only (403 for others'). Reads come
+from the cached view (ClusterView), never straight from Slurm; a submission is answered only
+once Slurm has accepted the job (sbatch returned its id), so an accepted job is never lost."""
+
+# No `from __future__ import annotations` here: FastAPI reads the route signatures, whose
+# dependencies are local to create_app.
+import dataclasses
+import pathlib
+import tempfile
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from cloudhpc.api.tokens import Principal, TokenStore
+from cloudhpc.api.view import ClusterView
+from cloudhpc.cluster import Cluster
+from cloudhpc.errors import CloudHPCError, CommandError, JobError
+from cloudhpc.jobs.model import Job
+from cloudhpc.jobs.service import logs as job_logs
+from cloudhpc.storage.urls import parse_blob_url
+
+bearer = HTTPBearer(auto_error=False)
+WEB = resources.files("cloudhpc").joinpath("web")
+
+
+class JobRequest(BaseModel):
+    script: str = Field(min_length=1, max_length=1_000_000,
+                        description="the batch script's text (#SBATCH lines are kept)")
+    name: str = Field("job", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="job name")
+    nodes: int | None = Field(None, ge=1, le=10000)
+    ntasks_per_node: int | None = Field(None, ge=1, le=1024)
+    partition: str | None = Field(None, pattern=r"^[a-z][a-z0-9]{0,11}$")
+    stage_in: list[str] = Field(default_factory=list, max_length=100,
+                                description="blob://CONTAINER/PATH[:DEST]")
+    stage_out: list[str] = Field(default_factory=list, max_length=100,
+                                 description="SRC:blob://CONTAINER/PATH")
+    exe: list[str] = Field(default_factory=list, max_length=20,
+                           description="programs in blob storage put on the job's PATH")
+
+
+class JobOut(BaseModel):
+    job_id: int
+    name: str
+    state: str
+    reason: str
+    partition: str
+    nodes: str
+    node_count: int
+    tasks: int
+    user: str
+    submit_time: float
+    start_time: float
+    end_time: float
+    exit_code: int
+    stdout: str
+    workdir: str
+    staging: dict[str, Any] | None = None
+    node_seconds: float = 0.0
+    cost_usd: float = 0.0
+
+
+class JobList(BaseModel):
+    total: int
+    jobs: list[JobOut]
+
+
+class Problem(BaseModel):
+    detail: str
+    hint: str = ""
+
+
+def _out(job: Job) -> JobOut:
+    return JobOut(**{**dataclasses.asdict(job), "state": job.state.value})
+
+
+def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = None,
+               start_view: bool = True) -> FastAPI:
+    view = view or ClusterView(cluster)
+    app = FastAPI(title=f"cloudhpc API of cluster {cluster.name}", version="1",
+                  description=__doc__)
+    if start_view:
+        app.router.on_startup.append(view.start)
+        app.router.on_shutdown.append(view.stop)
+
+    def principal(creds: Annotated[HTTPAuthorizationCredentials | None,
+                                   Depends(bearer)]) -> Principal:
+        who = tokens.verify(cluster.name, creds.credentials) if creds else None
+        if who is None:
+            raise HTTPException(401, "a valid bearer token is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+        view.touch()
+        return who
+
+    Who = Annotated[Principal, Depends(principal)]
+
+    def visible(job: Job, who: Principal) -> bool:
+        return who.admin or job.user == who.user
+
+    JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Slurm job id")]
+
+    def find(job_id: int, who: Principal) -> Job:
+        job = view.snapshot.jobs.get(job_id)
+        if job is None:
+            try:
+                job = cluster.job(job_id)
+            except JobError:
+                raise HTTPException(404, f"no job {job_id}") from None
+        if not visible(job, who):
+            raise HTTPException(403, f"job {job_id} belongs to another user")
+        return job
+
+    @app.exception_handler(CloudHPCError)
+    async def cloudhpc_error(request: Request, exc: CloudHPCError) -> JSONResponse:
+        status = 503 if isinstance(exc, CommandError) else 400
+        return JSONResponse({"detail": exc.message, "hint": exc.hint}, status_code=status)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, Any]:
+        """Liveness without a token: is the API up, does Slurm answer."""
+        snap = view.snapshot
+        return {"ok": True, "slurm": snap.slurm_ok, "view_time": snap.taken}
+
+    @app.get("/api/cluster", tags=["cluster"])
+    def get_cluster(who: Who) -> dict[str, Any]:
+        snap = view.snapshot
+        current = [j for j in snap.jobs.values() if not j.done]
+        return {"name": cluster.name, "provider": cluster.template.provider,
+                "network": cluster.template.network.cidr, "user": who.user,
+                "admin": who.admin, "slurm": snap.slurm_ok, "view_time": snap.taken,
+                "nodes": len(snap.nodes),
+                "jobs": {"pending": sum(j.state.value == "pending" for j in current),
+                         "running": sum(j.state.value == "running" for j in current)}}
+
+    @app.get("/api/nodesets", tags=["cluster"])
+    def nodesets(who: Who) -> list[dict[str, Any]]:
+        snap = view.snapshot
+        out = []
+        for ns in cluster.template.compute:
+            mine = [n for n in snap.nodes if n["nodeset"] == ns.name]
+            out.append({"name": ns.name, "size": ns.size, "partition": ns.partition or ns.name,
+                        "min": ns.min, "max": ns.max, "rdma": ns.rdma,
+                        "idle_timeout": ns.idle_timeout,
+                        "states": {s: sum(n["state"] == s for n in mine)
+                                   for s in sorted({n["state"] for n in mine})}})
+        return out
+
+    @app.get("/api/nodes", tags=["cluster"])
+    def nodes(who: Who) -> list[dict[str, Any]]:
+        return view.snapshot.nodes
+
+    @app.get("/api/jobs", tags=["jobs"])
+    def jobs(who: Who, state: str | None = None,
+             limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+             offset: Annotated[int, Query(ge=0)] = 0) -> JobList:
+        """Jobs, newest first (a user token sees its own only)."""
+        snap = view.snapshot
+        picked = [snap.jobs[i] for i in snap.order]
+        if not who.admin:
+            picked = [j for j in picked if j.user == who.user]
+        if state:
+            picked = [j for j in picked if j.state.value == state]
+        return JobList(total=len(picked), jobs=[_out(j) for j in picked[offset:offset + limit]])
+
+    @app.post("/api/jobs", status_code=201, tags=["jobs"],
+              responses={400: {"model": Problem}, 503: {"model": Problem}})
+    def submit(req: JobRequest, who: Who) -> JobOut:
+        """Submit a batch script; answered once Slurm has the job. It runs as the token's
+        Unix user (created on the cluster if needed)."""
+        with tempfile.TemporaryDirectory(prefix="cloudhpc-api-") as tmp:
+            script = pathlib.Path(tmp) / f"{req.name}.sh"
+            script.write_text(req.script)
+            job = cluster.submit(script, nodes=req.nodes, ntasks_per_node=req.ntasks_per_node,
+                                 partition=req.partition, name=req.name,
+                                 stage_in=req.stage_in, stage_out=req.stage_out, exe=req.exe,
+                                 user=None if who.user == "root" else who.user)
+        view.poke()
+        return _out(job)
+
+    @app.get("/api/jobs/{job_id}", tags=["jobs"],
+             responses={403: {"model": Problem}, 404: {"model": Problem}})
+    def get_job(job_id: JobId, who: Who) -> JobOut:
+        find(job_id, who)
+        return _out(cluster.job(job_id))  # fresh: staging and cost details
+
+    @app.get("/api/jobs/{job_id}/logs", tags=["jobs"],
+             responses={403: {"model": Problem}, 404: {"model": Problem}})
+    def get_logs(job_id: JobId, who: Who) -> dict[str, Any]:
+        find(job_id, who)
+        return {"job_id": job_id, "output": job_logs(cluster, job_id)}
+
+    @app.delete("/api/jobs/{job_id}", status_code=202, tags=["jobs"],
+                responses={403: {"model": Problem}, 404: {"model": Problem}})
+    def cancel(job_id: JobId, who: Who) -> dict[str, Any]:
+        find(job_id, who)
+        cluster.cancel(job_id)
+        view.poke()
+        return {"job_id": job_id, "cancelled": True}
+
+    @app.get("/api/events", tags=["events"])
+    def events(who: Who, since: float = 0.0,
+               limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[dict[str, Any]]:
+        found = [e for e in view.events if e["time"] > since]
+        return found[-limit:]
+
+    @app.get("/api/metrics", tags=["events"])
+    def metrics(who: Who) -> list[dict[str, Any]]:
+        """Nodes up per node set and queue depth over time (the dashboard's plots)."""
+        return list(view.samples)
+
+    @app.get("/api/storage", tags=["storage"], responses={400: {"model": Problem}})
+    def storage(who: Who, url: str | None = None) -> dict[str, Any]:
+        """Containers, or the blobs at blob://CONTAINER[/PATH]."""
+        store = cluster.storage
+        if url is None:
+            return {"containers": store.containers()}
+        return {"blobs": [e.__dict__ for e in store.ls(parse_blob_url(url))]}
+
+    @app.get("/", include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(WEB.joinpath("index.html").read_text())
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    app.mount("/static", StaticFiles(directory=str(WEB)), name="static")
+    return app

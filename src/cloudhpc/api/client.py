@@ -1,0 +1,110 @@
+"""The Python client of a cluster's REST API: what a user with only a URL and a token uses.
+`cloudhpc --remote URL --token T ...` goes through it too."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cloudhpc.errors import CloudHPCError, JobError
+from cloudhpc.jobs.model import Job, JobState
+
+
+class RemoteError(CloudHPCError):
+    """The API refused a request or could not be reached."""
+
+
+def _job(data: dict[str, Any]) -> Job:
+    fields = {k: v for k, v in data.items() if k in Job.__dataclass_fields__}
+    return Job(**{**fields, "state": JobState(data["state"])})
+
+
+class RemoteCluster:
+    """The same job operations as cloudhpc.Cluster, through a cluster's API."""
+
+    def __init__(self, url: str, token: str, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.name = self.url
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport,
+                                 headers={"Authorization": f"Bearer {token}"})
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            res = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"cannot reach {self.url}: {exc}",
+                              hint="check the URL and that the cluster is up") from None
+        if res.status_code == 401:
+            raise RemoteError("the API refused the token (401)",
+                              hint="create one with `cloudhpc token create --user NAME`")
+        if res.status_code >= 400:
+            try:
+                body = res.json()
+                detail = body.get("detail", res.text)
+                hint = body.get("hint", "")
+            except ValueError:
+                detail, hint = res.text, ""
+            error = JobError if res.status_code in (403, 404) else RemoteError
+            raise error(f"{detail if isinstance(detail, str) else detail!r} "
+                        f"({res.status_code})", hint=hint)
+        return res.json()
+
+    def cluster(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/api/cluster"))
+
+    def status(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/api/nodes"))
+
+    def submit(self, script: str | Path, *, nodes: int | None = None,
+               ntasks_per_node: int | None = None, partition: str | None = None,
+               name: str | None = None, stage_in: list[str] | None = None,
+               stage_out: list[str] | None = None, exe: list[str] | None = None,
+               wait: bool = False, timeout: float | None = None) -> Job:
+        path = Path(script)
+        body: dict[str, Any] = {"script": path.read_text(), "name": name or path.stem,
+                                "stage_in": stage_in or [], "stage_out": stage_out or [],
+                                "exe": exe or []}
+        for key, value in (("nodes", nodes), ("ntasks_per_node", ntasks_per_node),
+                           ("partition", partition)):
+            if value is not None:
+                body[key] = value
+        job = _job(self._call("POST", "/api/jobs", json=body))
+        return self.wait(job.job_id, timeout) if wait else job
+
+    def jobs(self, history: bool = True, state: str | None = None,
+             limit: int = 1000) -> list[Job]:
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = state
+        found = [_job(j) for j in self._call("GET", "/api/jobs", params=params)["jobs"]]
+        return sorted(found if history else [j for j in found if not j.done],
+                      key=lambda j: j.job_id)
+
+    def job(self, job_id: int) -> Job:
+        return _job(self._call("GET", f"/api/jobs/{job_id}"))
+
+    def logs(self, job_id: int) -> str:
+        return str(self._call("GET", f"/api/jobs/{job_id}/logs")["output"])
+
+    def cancel(self, job_id: int) -> None:
+        self._call("DELETE", f"/api/jobs/{job_id}")
+
+    def events(self, since: float = 0.0) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/api/events", params={"since": since}))
+
+    def wait(self, job_id: int, timeout: float | None = None) -> Job:
+        deadline = time.monotonic() + timeout if timeout else None
+        while True:
+            job = self.job(job_id)
+            if job.done:
+                return job
+            if deadline and time.monotonic() > deadline:
+                raise JobError(f"job {job_id} still {job.state.value} after {timeout:.0f} s")
+            time.sleep(0.5)
+
+
+__all__ = ["RemoteCluster", "RemoteError"]
