@@ -16,7 +16,7 @@ from cloudhpc.plan import short_id
 from cloudhpc.state import Store
 
 PREFIX = "t-"
-TEST_CLUSTERS = ["t-main", "t-two", "t-fail", "t-heal", "t-cli", "t-auto"]
+TEST_CLUSTERS = ["t-main", "t-two", "t-fail", "t-heal", "t-cli", "t-auto", "t-web", "t-cinit"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

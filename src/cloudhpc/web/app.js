@@ -1,6 +1,6 @@
 // The cloudhpc dashboard: plain ES modules and SVG, no external resources (works offline).
 const $ = (sel) => document.querySelector(sel);
-const COLORS = ["#175cd3", "#12805c", "#b54708", "#7a5af8", "#c11574", "#0e9384"];
+const COLORS = ["#175cd3", "#7a5af8", "#c11574", "#0e9384", "#b54708", "#12805c"];
 let token = sessionStorage.getItem("cloudhpc-token") || "";
 let timer = null;
 
@@ -68,6 +68,13 @@ function polyline(svg, points, color, maxY, t0, t1, height) {
   svg.append(line);
 }
 
+function label(svg, text, y) {
+  const t = document.createElementNS("http://www.w3.org/2000/svg", "text");
+  t.setAttribute("x", "6"); t.setAttribute("y", String(y)); t.setAttribute("font-size", "11");
+  t.setAttribute("fill", "#667085"); t.textContent = text;
+  svg.append(t);
+}
+
 function renderPlots(samples) {
   const nodesSvg = $("#plot-nodes"), queueSvg = $("#plot-queue");
   nodesSvg.replaceChildren(); queueSvg.replaceChildren();
@@ -76,14 +83,17 @@ function renderPlots(samples) {
   const t0 = samples[0].time, t1 = samples[samples.length - 1].time;
   const sets = [...new Set(samples.flatMap((s) => Object.keys(s.nodes_up)))];
   const maxNodes = Math.max(1, ...samples.flatMap((s) => Object.values(s.nodes_up)));
+  const last = samples[samples.length - 1];
   sets.forEach((name, i) => {
     polyline(nodesSvg, samples.map((s) => [s.time, s.nodes_up[name] || 0]), COLORS[i % COLORS.length], maxNodes, t0, t1, 160);
-    legend.append(el("span", { style: `color:${COLORS[i % COLORS.length]}` }, `■ ${name} nodes up (max ${maxNodes})`));
+    legend.append(el("span", { style: `color:${COLORS[i % COLORS.length]}`, "data-nodes-up": name }, `■ ${name}: ${last.nodes_up[name] || 0} nodes up`));
   });
+  label(nodesSvg, `nodes up (0-${maxNodes}), last ${Math.round((t1 - t0) / 60)} min`, 14);
   const maxQ = Math.max(1, ...samples.map((s) => s.pending + s.running));
+  label(queueSvg, `jobs pending / running (0-${maxQ})`, 14);
   polyline(queueSvg, samples.map((s) => [s.time, s.pending]), "#b54708", maxQ, t0, t1, 120);
   polyline(queueSvg, samples.map((s) => [s.time, s.running]), "#12805c", maxQ, t0, t1, 120);
-  legend.append(el("span", { style: "color:#b54708" }, "■ pending"), el("span", { style: "color:#12805c" }, "■ running"));
+  legend.append(el("span", { style: "color:#b54708" }, `■ pending ${last.pending}`), el("span", { style: "color:#12805c" }, `■ running ${last.running}`));
   nodesSvg.dataset.samples = String(samples.length);
 }
 
