@@ -34,7 +34,9 @@ if [ ! -f node_modules/.installed ] || [ package-lock.json -nt node_modules/.ins
   touch node_modules/.installed
 fi
 
-PY=${PYTHON:-python3}
+# Debian's own Python: jobs of every user run cloudhpc's staging from this venv, and an
+# interpreter under /root (pyenv) is not theirs to run
+PY=${PYTHON:-/usr/bin/python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

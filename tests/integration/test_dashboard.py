@@ -78,7 +78,7 @@ def test_dashboard_shows_a_cluster_scaling_up_and_down(web_cluster: Cluster,
         1, timeout=90_000)
     expect(page.locator("[data-nodes-up=dyn]")).to_contain_text("dyn: 0 nodes up",
                                                                  timeout=90_000)
-    expect(page.locator("#events")).to_contain_text("node_suspended")
+    expect(page.locator("#events")).to_contain_text("node_terminated")
     page.screenshot(path=str(SHOTS / "04-scaled-down.png"), full_page=True)
 
     samples: list[dict[str, Any]] = httpx.get(

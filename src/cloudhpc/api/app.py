@@ -10,6 +10,7 @@ once Slurm has accepted the job (sbatch returned its id), so an accepted job is 
 import dataclasses
 import pathlib
 import tempfile
+import time
 from importlib import resources
 from typing import Annotated, Any
 
@@ -90,9 +91,23 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
         app.router.on_startup.append(view.start)
         app.router.on_shutdown.append(view.stop)
 
+    verified: dict[str, tuple[Principal, float]] = {}
+
+    def verify(token: str) -> Principal | None:
+        """Token check, remembered for 5 s (a revoked token stops working within 5 s)."""
+        hit = verified.get(token)
+        if hit and hit[1] > time.monotonic():
+            return hit[0]
+        who = tokens.verify(cluster.name, token)
+        if who is not None:
+            if len(verified) > 10000:
+                verified.clear()
+            verified[token] = (who, time.monotonic() + 5)
+        return who
+
     def principal(creds: Annotated[HTTPAuthorizationCredentials | None,
                                    Depends(bearer)]) -> Principal:
-        who = tokens.verify(cluster.name, creds.credentials) if creds else None
+        who = verify(creds.credentials) if creds else None
         if who is None:
             raise HTTPException(401, "a valid bearer token is required",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -101,21 +116,21 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
 
     Who = Annotated[Principal, Depends(principal)]
 
-    def visible(job: Job, who: Principal) -> bool:
-        return who.admin or job.user == who.user
-
     JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Slurm job id")]
 
-    def find(job_id: int, who: Principal) -> Job:
-        job = view.snapshot.jobs.get(job_id)
-        if job is None:
+    def find(job_id: int, who: Principal) -> str:
+        """The job's user, after checking the caller may see the job."""
+        meta = view.snapshot.meta.get(job_id)
+        if meta is not None:
+            user = meta.user
+        else:
             try:
-                job = cluster.job(job_id)
+                user = cluster.job(job_id).user
             except JobError:
                 raise HTTPException(404, f"no job {job_id}") from None
-        if not visible(job, who):
+        if not (who.admin or user == who.user):
             raise HTTPException(403, f"job {job_id} belongs to another user")
-        return job
+        return user
 
     @app.exception_handler(CloudHPCError)
     async def cloudhpc_error(request: Request, exc: CloudHPCError) -> JSONResponse:
@@ -123,24 +138,24 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
         return JSONResponse({"detail": exc.message, "hint": exc.hint}, status_code=status)
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         """Liveness without a token: is the API up, does Slurm answer."""
         snap = view.snapshot
         return {"ok": True, "slurm": snap.slurm_ok, "view_time": snap.taken}
 
     @app.get("/api/cluster", tags=["cluster"])
-    def get_cluster(who: Who) -> dict[str, Any]:
+    async def get_cluster(who: Who) -> dict[str, Any]:
         snap = view.snapshot
-        current = [j for j in snap.jobs.values() if not j.done]
+        current = [m for m in snap.meta.values() if not m.done]
         return {"name": cluster.name, "provider": cluster.template.provider,
                 "network": cluster.template.network.cidr, "user": who.user,
                 "admin": who.admin, "slurm": snap.slurm_ok, "view_time": snap.taken,
                 "nodes": len(snap.nodes),
-                "jobs": {"pending": sum(j.state.value == "pending" for j in current),
-                         "running": sum(j.state.value == "running" for j in current)}}
+                "jobs": {"pending": sum(m.state == "pending" for m in current),
+                         "running": sum(m.state == "running" for m in current)}}
 
     @app.get("/api/nodesets", tags=["cluster"])
-    def nodesets(who: Who) -> list[dict[str, Any]]:
+    async def nodesets(who: Who) -> list[dict[str, Any]]:
         snap = view.snapshot
         out = []
         for ns in cluster.template.compute:
@@ -153,21 +168,23 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
         return out
 
     @app.get("/api/nodes", tags=["cluster"])
-    def nodes(who: Who) -> list[dict[str, Any]]:
+    async def nodes(who: Who) -> list[dict[str, Any]]:
         return view.snapshot.nodes
 
-    @app.get("/api/jobs", tags=["jobs"])
-    def jobs(who: Who, state: str | None = None,
-             limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-             offset: Annotated[int, Query(ge=0)] = 0) -> JobList:
+    @app.get("/api/jobs", tags=["jobs"], response_model=JobList)
+    async def jobs(who: Who, state: str | None = None,
+                   limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+                   offset: Annotated[int, Query(ge=0)] = 0) -> Response:
         """Jobs, newest first (a user token sees its own only)."""
         snap = view.snapshot
-        picked = [snap.jobs[i] for i in snap.order]
-        if not who.admin:
-            picked = [j for j in picked if j.user == who.user]
-        if state:
-            picked = [j for j in picked if j.state.value == state]
-        return JobList(total=len(picked), jobs=[_out(j) for j in picked[offset:offset + limit]])
+        picked = snap.order
+        if not who.admin or state:
+            meta = snap.meta
+            picked = [i for i in picked if (who.admin or meta[i].user == who.user)
+                      and (not state or meta[i].state == state)]
+        page = b",".join(snap.json[i] for i in picked[offset:offset + limit])
+        body = b'{"total":%d,"jobs":[%s]}' % (len(picked), page)
+        return Response(body, media_type="application/json")
 
     @app.post("/api/jobs", status_code=201, tags=["jobs"],
               responses={400: {"model": Problem}, 503: {"model": Problem}})
@@ -205,13 +222,13 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
         return {"job_id": job_id, "cancelled": True}
 
     @app.get("/api/events", tags=["events"])
-    def events(who: Who, since: float = 0.0,
+    async def events(who: Who, since: float = 0.0,
                limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[dict[str, Any]]:
         found = [e for e in view.events if e["time"] > since]
         return found[-limit:]
 
     @app.get("/api/metrics", tags=["events"])
-    def metrics(who: Who) -> list[dict[str, Any]]:
+    async def metrics(who: Who) -> list[dict[str, Any]]:
         """Nodes up per node set and queue depth over time (the dashboard's plots)."""
         return list(view.samples)
 

@@ -1,21 +1,25 @@
-"""The API's cached view of its cluster. Reads never reach Slurm: one thread refreshes the
-view from Slurm's JSON output (squeue --json, sinfo --json), the jobcomp record of finished
-jobs and the event log, at most once a second (slower when a refresh itself takes longer, as
-with 10,000 jobs), and swaps in a new immutable snapshot. It also samples nodes up per node
-set and the queue depth for the dashboard's plots."""
+"""The API's cached view of its cluster. Reads never reach Slurm: a worker process refreshes
+the view from Slurm's JSON output (squeue --json, sinfo --json via the cluster's status), the
+jobcomp record of finished jobs and the event log, at most once a second while someone reads
+(every 10 s otherwise, and slower when a refresh itself takes longer, as with 10,000 jobs).
+The worker hands back every job already serialised, so requests only slice and join bytes
+and the parsing of a big queue never stalls them. It also samples nodes up per node set and
+the queue depth for the dashboard's plots."""
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudhpc.errors import CloudHPCError
-from cloudhpc.jobs.model import Job, JobState, from_keyvalues
-from cloudhpc.jobs.service import list_jobs
-from cloudhpc.slurm.conf import SlurmPaths
+from cloudhpc.jobs.model import Job, from_keyvalues
 
 if TYPE_CHECKING:
     from cloudhpc.cluster import Cluster
@@ -25,15 +29,79 @@ HISTORY = 20000  # finished jobs kept in the view
 
 
 @dataclass(frozen=True)
+class JobMeta:
+    user: str
+    state: str
+    done: bool
+
+
+@dataclass(frozen=True)
 class Snapshot:
     taken: float = 0.0
-    jobs: dict[int, Job] = field(default_factory=dict)
+    meta: dict[int, JobMeta] = field(default_factory=dict)
+    json: dict[int, bytes] = field(default_factory=dict)  # each job as JSON
     order: list[int] = field(default_factory=list)  # newest first
     nodes: list[dict[str, Any]] = field(default_factory=list)
     slurm_ok: bool = False
     error: str = ""
 
 
+def _job_json(job: Job) -> bytes:
+    data = asdict(job)
+    data["state"] = job.state.value
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+# -- the worker process -------------------------------------------------------------------
+_worker: dict[str, Any] = {}
+
+
+def _worker_refresh(home: str, name: str) -> Snapshot:
+    """Runs in the worker process: build a snapshot (keeps finished jobs between calls)."""
+    from cloudhpc.cluster import Cluster
+    from cloudhpc.jobs.service import list_jobs
+    from cloudhpc.slurm.conf import SlurmPaths
+    from cloudhpc.state import Store
+
+    if "cluster" not in _worker:
+        store = Store(Path(home) / "state.db")
+        record = store.cluster(name)
+        if record is None:
+            raise CloudHPCError(f"no cluster {name}")
+        _worker["cluster"] = Cluster(record, store)
+        _worker["finished"] = {}
+        _worker["offset"] = 0
+    cluster: Cluster = _worker["cluster"]
+    finished: dict[int, tuple[JobMeta, bytes]] = _worker["finished"]
+    try:
+        with open(SlurmPaths(str(cluster.dir.root)).jobcomp, "rb") as fh:
+            fh.seek(_worker["offset"])
+            data = fh.read()
+        end = data.rfind(b"\n") + 1
+        _worker["offset"] += end
+        for line in data[:end].decode(errors="replace").splitlines():
+            if line.startswith("JobId="):
+                job = from_keyvalues(line)
+                finished[job.job_id] = (JobMeta(job.user, job.state.value, True),
+                                        _job_json(job))
+        while len(finished) > HISTORY:
+            finished.pop(next(iter(finished)))
+    except OSError:
+        pass
+    meta = {k: v[0] for k, v in finished.items()}
+    blobs = {k: v[1] for k, v in finished.items()}
+    try:
+        for job in list_jobs(cluster):
+            meta[job.job_id] = JobMeta(job.user, job.state.value, job.done)
+            blobs[job.job_id] = _job_json(job)
+        nodes = [n.as_dict() for n in cluster.status()]
+        ok, error = True, ""
+    except CloudHPCError as exc:
+        nodes, ok, error = [], False, exc.message
+    return Snapshot(time.time(), meta, blobs, sorted(meta, reverse=True), nodes, ok, error)
+
+
+# -- in the API process ---------------------------------------------------------------------
 class ClusterView:
     def __init__(self, cluster: Cluster, interval: float = 1.0, idle_interval: float = 10.0,
                  ) -> None:
@@ -44,28 +112,23 @@ class ClusterView:
         self.snapshot = Snapshot()
         self.samples: deque[dict[str, Any]] = deque(maxlen=SAMPLES)
         self.events: deque[dict[str, Any]] = deque(maxlen=5000)
-        self._finished: dict[int, Job] = {}
-        self._jobcomp = SlurmPaths(str(cluster.dir.root)).jobcomp
-        self._jobcomp_offset = 0
         self._events_offset = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="view", daemon=True)
-        self._changed = threading.Condition()
+        self._pool: ProcessPoolExecutor | None = None
         self.last_duration = 0.0
 
     def start(self) -> None:
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         self.refresh()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-
-    def wait_for_refresh(self, timeout: float = 5.0) -> None:
-        """Block until the next refresh has been swapped in (after a submission)."""
-        with self._changed:
-            self._changed.wait(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def touch(self) -> None:
         """A reader came: refresh at full pace for the next 30 s."""
@@ -90,45 +153,25 @@ class ClusterView:
             watched = time.monotonic() - self.last_read < 30
             pause = self.interval if watched else self.idle_interval
             self._wake.clear()
-            self._wake.wait(max(pause, 2 * self.last_duration))
-
-    def _read_finished(self) -> None:
-        try:
-            with open(self._jobcomp, "rb") as fh:
-                fh.seek(self._jobcomp_offset)
-                data = fh.read()
-        except OSError:
-            return
-        end = data.rfind(b"\n") + 1
-        self._jobcomp_offset += end
-        for line in data[:end].decode(errors="replace").splitlines():
-            if line.startswith("JobId="):
-                job = from_keyvalues(line)
-                self._finished[job.job_id] = job
-        while len(self._finished) > HISTORY:
-            self._finished.pop(next(iter(self._finished)))
-
-    def _read_events(self) -> None:
-        events, self._events_offset = self.cluster.events._iter(self._events_offset, 0.0, None)
-        self.events.extend(events)
+            self._wake.wait(max(pause, 3 * self.last_duration))
 
     def refresh(self) -> None:
-        self._read_finished()
-        self._read_events()
+        events, self._events_offset = self.cluster.events._iter(self._events_offset, 0.0, None)
+        self.events.extend(events)
         try:
-            current = {j.job_id: j for j in list_jobs(self.cluster)}
-            nodes = [n.as_dict() for n in self.cluster.status()]
-            ok, error = True, ""
-        except CloudHPCError as exc:
-            current, nodes = {k: v for k, v in self.snapshot.jobs.items()
-                              if not v.done}, self.snapshot.nodes
-            ok, error = False, exc.message
-        jobs = dict(self._finished)
-        jobs.update(current)
-        snap = Snapshot(time.time(), jobs, sorted(jobs, reverse=True), nodes, ok, error)
+            if self._pool is None:
+                snap = _worker_refresh(str(self.cluster.store.path.parent), self.cluster.name)
+            else:
+                snap = self._pool.submit(_worker_refresh, str(self.cluster.store.path.parent),
+                                         self.cluster.name).result(timeout=300)
+        except Exception as exc:  # noqa: BLE001 - keep serving the last view, say why
+            old = self.snapshot
+            snap = Snapshot(old.taken, old.meta, old.json, old.order, old.nodes, False,
+                            f"view refresh failed: {exc}")
+        if not snap.slurm_ok and not snap.nodes:
+            snap = Snapshot(snap.taken, snap.meta, snap.json, snap.order, self.snapshot.nodes,
+                            False, snap.error)
         self.snapshot = snap
-        with self._changed:
-            self._changed.notify_all()
 
     def _sample(self) -> None:
         snap = self.snapshot
@@ -138,8 +181,7 @@ class ClusterView:
                 alive = node["state"].split("+")[0] in ("idle", "mixed", "allocated",
                                                        "completing")
                 up[node["nodeset"]] = up.get(node["nodeset"], 0) + int(alive)
-        current = [j for j in snap.jobs.values() if not j.done]
-        self.samples.append({
-            "time": round(snap.taken, 1), "nodes_up": up,
-            "pending": sum(1 for j in current if j.state is JobState.PENDING),
-            "running": sum(1 for j in current if j.state is JobState.RUNNING)})
+        states = [m.state for m in snap.meta.values() if not m.done]
+        self.samples.append({"time": round(snap.taken, 1), "nodes_up": up,
+                             "pending": states.count("pending"),
+                             "running": states.count("running")})

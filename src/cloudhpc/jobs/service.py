@@ -52,13 +52,14 @@ def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node
     _check_request(cluster, script, nodes, ntasks_per_node, partition)
     transfers = staging.check(cluster, stage_in, stage_out, exe)
     account = users.ensure_user(user) if user and user != "root" else None
+    for_user = account is not None
     sub = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     workdir = f"/shared/jobs/{sub}"
     host_dir = cluster.dir.shared / "jobs" / sub
     host_dir.mkdir(parents=True)
     shutil.copy2(script, host_dir / script.name)
-    batch = staging.write(cluster, transfers, script, host_dir, workdir) if transfers \
-        else script.name
+    batch = staging.write(cluster, transfers, script, host_dir, workdir, for_user) \
+        if transfers else script.name
     if account is not None:
         users.give(host_dir, account)
     stdout = f"{workdir}/slurm-%j.out"

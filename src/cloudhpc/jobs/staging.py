@@ -5,6 +5,7 @@ out (even when the script failed). The job side is cloudhpc.storage.stage."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -76,10 +77,21 @@ def _directives(script: Path) -> list[str]:
 
 
 def write(cluster: Cluster, staging: Staging, script: Path, host_dir: Path,
-          workdir: str) -> str:
+          workdir: str, for_user: bool = False) -> str:
     """Write the staging request and the wrapper into the job directory; return the
-    wrapper's name (the script Slurm runs)."""
+    wrapper's name (the script Slurm runs). A job of another user than root gets tokens for
+    the containers it names (7 days), never the account key."""
     (host_dir / META).mkdir()
+    if for_user:
+        store = cluster.storage
+        reads = {s.source.container for s in staging.stage_in} | {
+            parse_blob_url(e).container for e in staging.exe}
+        writes = {s.dest.container for s in staging.stage_out}
+        sas = {c: store.container_sas(c, write=c in writes) for c in sorted(reads | writes)}
+        fd = os.open(host_dir / META / "credential.json", os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"account": store.account.account, "endpoint": store.account.endpoint,
+                       "sas": sas}, fh)
     spec = {"in": [s.to_dict() for s in staging.stage_in],
             "out": [s.to_dict() for s in staging.stage_out], "exe": staging.exe}
     spec_path(host_dir).write_text(json.dumps(spec, indent=1))

@@ -54,6 +54,10 @@ def write_cluster_files(plan: Plan, cdir: ClusterDir, template_json: str) -> Non
     os.chmod(cdir.root, 0o700)
     os.chmod(cdir.shared, 0o755)
     os.chmod(cdir.shared / "jobs", 0o1777)
+    exe_cache = cdir.shared / ".cloudhpc" / "exe"  # executables from blob storage, any user
+    exe_cache.mkdir(parents=True, exist_ok=True)
+    os.chmod(cdir.shared / ".cloudhpc", 0o755)
+    os.chmod(exe_cache, 0o1777)
     paths = SlurmPaths(str(cdir.root))
     cdir.slurm_conf.write_text(render(plan, paths))
     for path, text in ((paths.task_prolog, TASK_PROLOG), (paths.ctld_prolog, CTLD_PROLOG)):

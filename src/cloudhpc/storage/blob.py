@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +57,41 @@ def _files(root: Path) -> Iterator[Path]:
 class BlobStore:
     """Operations on one cluster's blob store; every failure is a StorageError."""
 
-    def __init__(self, account: BlobAccount, *, retries: int = 4) -> None:
+    def __init__(self, account: BlobAccount, *, retries: int = 4,
+                 sas: dict[str, str] | None = None) -> None:
+        """With SAS (container -> token), the store reaches only those containers and needs
+        no account key: what a job of a non-root user gets."""
         self.account = account
-        retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=retries)
-        self.service = BlobServiceClient(
-            account.endpoint, credential={"account_name": account.account,
-                                          "account_key": account.key},
-            retry_policy=retry, connection_timeout=5, read_timeout=60,
-            max_block_size=BLOCK, max_single_put_size=BLOCK)
+        self.sas = sas
+        self._options: dict[str, Any] = dict(
+            retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2,
+                                          retry_total=retries),
+            connection_timeout=5, read_timeout=60, max_block_size=BLOCK,
+            max_single_put_size=BLOCK)
+        credential = {"account_name": account.account, "account_key": account.key} \
+            if account.key else None
+        self.service = BlobServiceClient(account.endpoint, credential=credential,
+                                         **self._options)
+
+    def container_sas(self, container: str, write: bool, days: int = 7) -> str:
+        """A token for one container: read and list, and with WRITE also create and write."""
+        from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+        permission = ContainerSasPermissions(read=True, list=True, write=write,
+                                             create=write, add=write)
+        return generate_container_sas(self.account.account, container, self.account.key,
+                                      permission=permission,
+                                      expiry=datetime.now(UTC) + timedelta(days=days))
 
     # -- helpers -------------------------------------------------------------------------
     def _container(self, url: BlobURL) -> ContainerClient:
-        return self.service.get_container_client(url.container)
+        if self.sas is None:
+            return self.service.get_container_client(url.container)
+        if url.container not in self.sas:
+            raise StorageError(f"this job has no access to container '{url.container}'",
+                               hint="name the container in --stage-in/--stage-out/--exe")
+        return ContainerClient(self.account.endpoint, url.container,
+                               credential=self.sas[url.container], **self._options)
 
     def _fail(self, what: str, url: BlobURL | str, exc: Exception) -> StorageError:
         if isinstance(exc, ServiceRequestError):

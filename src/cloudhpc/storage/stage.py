@@ -138,7 +138,12 @@ def main(argv: list[str]) -> int:
     from cloudhpc.storage.blob import BlobStore
 
     spec = json.loads(spec_path(jobdir).read_text())
-    store = BlobStore(BlobAccount.load(Path(root) / "etc" / "blob.json"))
+    credential = jobdir / META / "credential.json"
+    if credential.exists():  # a user's job: container tokens, no account key
+        data = json.loads(credential.read_text())
+        store = BlobStore(BlobAccount(data["account"], "", data["endpoint"]), sas=data["sas"])
+    else:
+        store = BlobStore(BlobAccount.load(Path(root) / "etc" / "blob.json"))
     if phase == "in":
         record = stage_in(store, jobdir, spec, Path(EXE_CACHE))
     else:
