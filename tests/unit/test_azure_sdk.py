@@ -308,3 +308,32 @@ def test_up_and_down_record_the_cluster_and_keep_secrets_private(
     deletes = [u.split("?")[0].rsplit("/", 1)[1] for m, u, _ in rec.requests if m == "DELETE"]
     assert deletes == ["hbdemo-head", "hbdemo-vnet", "cloudhpc-hbdemo"]
     assert store.cluster("hbdemo") is None and not secret_file.exists()
+
+
+def test_power_saving_entry_point_drives_the_azure_provider(template: Any,
+                                                            tmp_path: Path) -> None:
+    """Slurm's ResumeProgram asks the control plane, which on Azure asks the Azure provider:
+    one node is created, one refused by quota; the refusal is reported as the node's
+    failure (so that the node set backs off), with Azure's message."""
+    from cloudhpc.autoscale.control import Controller
+    from cloudhpc.paths import ClusterDir
+
+    def answer(method: str, url: str, body: Any) -> Reply:
+        if "/virtualMachines/hb-1" in url:
+            return 409, {"error": {"code": "QuotaExceeded", "message": "exceeds the "
+                                   "approved standardHBrsv3Family Cores quota"}}, {}
+        return 200, {"id": "vm", "name": "hb-2", "location": "eastus",
+                     "properties": {"provisioningState": "Succeeded"}}, {}
+
+    prov, rec = provider(template, answer)
+    cdir = ClusterDir(tmp_path / "c")
+    cdir.root.mkdir()
+    result = Controller(make_plan(template), cdir, {}, prov).launch(["hb-1", "hb-2"])
+    assert result["launched"] == ["hb-2"]
+    assert [(f["node"], "QuotaExceeded" in f["cause"]) for f in result["failed"]] == [
+        ("hb-1", True)]
+    kinds = [json.loads(line)["kind"] for line in
+             (cdir.root / "events.jsonl").read_text().splitlines()]
+    assert kinds == ["node_failed", "node_launched"]
+    assert {u.split("?")[0].rsplit("/", 1)[1] for m, u, _ in rec.requests if m == "PUT"} == {
+        "hb-1", "hb-2"}

@@ -33,9 +33,10 @@ from cloudhpc.template import Template
 class Controller:
     """What the service does, apart from HTTP: capacity checks, launch, terminate, events."""
 
-    def __init__(self, plan: Plan, cdir: ClusterDir, capacity: dict[str, int]) -> None:
+    def __init__(self, plan: Plan, cdir: ClusterDir, capacity: dict[str, int],
+                 provider: Any = None) -> None:
         self.plan = plan
-        self.provider = LocalProvider(plan, cdir)
+        self.provider = provider or LocalProvider(plan, cdir)
         self.capacity = capacity
         self.events = EventLog(cdir.root / "events.jsonl")
         self.lock = threading.Lock()
@@ -72,12 +73,20 @@ class Controller:
             if allowed:
                 start = time.monotonic()
                 try:
-                    self.provider.launch(allowed)
+                    errors = self.provider.launch(allowed) or []
                 except Exception as exc:  # noqa: BLE001 - reported as data, like a cloud API
                     self.provider.terminate([s.name for s in allowed])
                     failed += [{"node": s.name, "nodeset": s.nodeset, "cause": str(exc)}
                                for s in allowed]
-                    allowed = []
+                    allowed, errors = [], []
+                # a cloud provider reports per-node failures (capacity, quota) as data
+                refused = {n: e.cause for e in errors for n in e.nodes}
+                for s in [s for s in allowed if s.name in refused]:
+                    failed.append({"node": s.name, "nodeset": s.nodeset,
+                                   "cause": refused[s.name]})
+                    self.events.emit("node_failed", node=s.name, nodeset=s.nodeset,
+                                     cause=refused[s.name])
+                allowed = [s for s in allowed if s.name not in refused]
                 for s in allowed:
                     self.events.emit("node_launched", node=s.name, nodeset=s.nodeset,
                                      seconds=round(time.monotonic() - start, 3))
@@ -95,7 +104,8 @@ class Controller:
         now = time.time()
         out = {}
         for name, i in self.provider.nodes().items():
-            created = self.provider.created_at(name)
+            created = self.provider.created_at(name) if hasattr(self.provider,
+                                                                 "created_at") else None
             out[name] = {"state": i.state.value, "nodeset": i.nodeset, "detail": i.detail,
                          "age": round(now - created, 3) if created else 0.0}
         return out
@@ -166,7 +176,16 @@ def serve(cluster_dir: str) -> None:
     sock.unlink(missing_ok=True)
     server = _Server(str(sock), _Handler)
     os.chmod(sock, 0o600)
-    server.controller = Controller(plan, cdir, template.local.capacity)
+    provider = None
+    if template.provider == "azure":  # on the head VM, with its managed identity
+        from cloudhpc.azure.provider import AzureProvider
+
+        if not (template.azure.subscription and template.azure.resource_group):
+            raise SystemExit("control plane: the template names no Azure subscription and "
+                             "resource group (cloudhpc up --provider azure sets them)")
+        provider = AzureProvider(template, plan, template.azure.subscription,
+                                 template.azure.resource_group)
+    server.controller = Controller(plan, cdir, template.local.capacity, provider)
     server.token = (cdir.etc / "control.token").read_text().strip()
     print(f"control plane for {plan.cluster} listening on {sock}", flush=True)
     server.serve_forever(poll_interval=3600)

@@ -91,6 +91,14 @@ def ensure_mount_points() -> None:
         Path(p).mkdir(parents=True, exist_ok=True)
 
 
+def _provider(cdir: ClusterDir) -> str:
+    try:
+        return str(json.loads((cdir.etc / "template.json").read_text()).get("provider",
+                                                                             "local"))
+    except (OSError, ValueError):
+        return "local"
+
+
 def daemons(node: NodeSpec, cdir: ClusterDir) -> list[dict[str, Any]]:
     ndir = cdir.node(node.name)
     munged = {
@@ -106,8 +114,13 @@ def daemons(node: NodeSpec, cdir: ClusterDir) -> list[dict[str, Any]]:
                                str(cdir.root)]}
         api = {"name": "api", "argv": [sys.executable, "-m", "cloudhpc.api.server",
                                        str(cdir.root)]}
-        return [munged, {"name": "slurmctld", "argv": ["slurmctld", "-D", "-i"]}, reconciler,
+        head = [munged, {"name": "slurmctld", "argv": ["slurmctld", "-D", "-i"]}, reconciler,
                 api]
+        if _provider(cdir) == "azure":  # no host here: the head runs the control plane
+            head.append({"name": "control", "argv": [sys.executable, "-m",
+                                                     "cloudhpc.autoscale.control",
+                                                     str(cdir.root)]})
+        return head
     if node.role is Role.COMPUTE:
         argv = ["slurmd", "-D", "-N", node.name] + (["-b"] if node.dynamic else [])
         return [munged, {"name": "slurmd", "argv": argv}]
