@@ -146,13 +146,12 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
     @app.get("/api/cluster", tags=["cluster"])
     async def get_cluster(who: Who) -> dict[str, Any]:
         snap = view.snapshot
-        current = [m for m in snap.meta.values() if not m.done]
         return {"name": cluster.name, "provider": cluster.template.provider,
                 "network": cluster.template.network.cidr, "user": who.user,
                 "admin": who.admin, "slurm": snap.slurm_ok, "view_time": snap.taken,
                 "nodes": len(snap.nodes),
-                "jobs": {"pending": sum(m.state == "pending" for m in current),
-                         "running": sum(m.state == "running" for m in current)}}
+                "jobs": {"pending": len(snap.by_state.get("pending", [])),
+                         "running": len(snap.by_state.get("running", []))}}
 
     @app.get("/api/nodesets", tags=["cluster"])
     async def nodesets(who: Who) -> list[dict[str, Any]]:
@@ -167,9 +166,9 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
                                    for s in sorted({n["state"] for n in mine})}})
         return out
 
-    @app.get("/api/nodes", tags=["cluster"])
-    async def nodes(who: Who) -> list[dict[str, Any]]:
-        return view.snapshot.nodes
+    @app.get("/api/nodes", tags=["cluster"], response_model=list[dict[str, Any]])
+    async def nodes(who: Who) -> Response:
+        return Response(view.snapshot.nodes_json, media_type="application/json")
 
     @app.get("/api/jobs", tags=["jobs"], response_model=JobList)
     async def jobs(who: Who, state: str | None = None,
@@ -177,11 +176,10 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
                    offset: Annotated[int, Query(ge=0)] = 0) -> Response:
         """Jobs, newest first (a user token sees its own only)."""
         snap = view.snapshot
-        picked = snap.order
-        if not who.admin or state:
+        picked = snap.by_state.get(state, []) if state else snap.order
+        if not who.admin:
             meta = snap.meta
-            picked = [i for i in picked if (who.admin or meta[i].user == who.user)
-                      and (not state or meta[i].state == state)]
+            picked = [i for i in picked if meta[i].user == who.user]
         page = b",".join(snap.json[i] for i in picked[offset:offset + limit])
         body = b'{"total":%d,"jobs":[%s]}' % (len(picked), page)
         return Response(body, media_type="application/json")

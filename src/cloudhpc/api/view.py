@@ -8,6 +8,7 @@ the queue depth for the dashboard's plots."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import threading
@@ -44,6 +45,8 @@ class Snapshot:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     slurm_ok: bool = False
     error: str = ""
+    by_state: dict[str, list[int]] = field(default_factory=dict)  # newest first
+    nodes_json: bytes = b"[]"
 
 
 def _job_json(job: Job) -> bytes:
@@ -98,7 +101,12 @@ def _worker_refresh(home: str, name: str) -> Snapshot:
         ok, error = True, ""
     except CloudHPCError as exc:
         nodes, ok, error = [], False, exc.message
-    return Snapshot(time.time(), meta, blobs, sorted(meta, reverse=True), nodes, ok, error)
+    order = sorted(meta, reverse=True)
+    by_state: dict[str, list[int]] = {}
+    for job_id in order:
+        by_state.setdefault(meta[job_id].state, []).append(job_id)
+    return Snapshot(time.time(), meta, blobs, order, nodes, ok, error, by_state,
+                    json.dumps(nodes, separators=(",", ":")).encode())
 
 
 # -- in the API process ---------------------------------------------------------------------
@@ -152,8 +160,13 @@ class ClusterView:
                 last_sample = time.time()
             watched = time.monotonic() - self.last_read < 30
             pause = self.interval if watched else self.idle_interval
+            floor = 3 * self.last_duration  # a big queue is refreshed less often
             self._wake.clear()
-            self._wake.wait(max(pause, 3 * self.last_duration))
+            self._wake.wait(max(pause, floor))
+            # woken early (a reader came, a job was submitted): still keep the floor
+            left = began + max(self.interval, floor) - time.monotonic()
+            if left > 0 and not self._stop.is_set():
+                self._stop.wait(left)
 
     def refresh(self) -> None:
         events, self._events_offset = self.cluster.events._iter(self._events_offset, 0.0, None)
@@ -165,12 +178,11 @@ class ClusterView:
                 snap = self._pool.submit(_worker_refresh, str(self.cluster.store.path.parent),
                                          self.cluster.name).result(timeout=300)
         except Exception as exc:  # noqa: BLE001 - keep serving the last view, say why
-            old = self.snapshot
-            snap = Snapshot(old.taken, old.meta, old.json, old.order, old.nodes, False,
-                            f"view refresh failed: {exc}")
+            snap = dataclasses.replace(self.snapshot, slurm_ok=False,
+                                       error=f"view refresh failed: {exc}")
         if not snap.slurm_ok and not snap.nodes:
-            snap = Snapshot(snap.taken, snap.meta, snap.json, snap.order, self.snapshot.nodes,
-                            False, snap.error)
+            snap = dataclasses.replace(snap, nodes=self.snapshot.nodes,
+                                       nodes_json=self.snapshot.nodes_json)
         self.snapshot = snap
 
     def _sample(self) -> None:
@@ -181,7 +193,6 @@ class ClusterView:
                 alive = node["state"].split("+")[0] in ("idle", "mixed", "allocated",
                                                        "completing")
                 up[node["nodeset"]] = up.get(node["nodeset"], 0) + int(alive)
-        states = [m.state for m in snap.meta.values() if not m.done]
         self.samples.append({"time": round(snap.taken, 1), "nodes_up": up,
-                             "pending": states.count("pending"),
-                             "running": states.count("running")})
+                             "pending": len(snap.by_state.get("pending", [])),
+                             "running": len(snap.by_state.get("running", []))})
