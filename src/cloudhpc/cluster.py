@@ -153,7 +153,15 @@ class Cluster:
             nodes[n.name].state is NodeState.RUNNING for n in self.plan.static_nodes())
 
     # -- nodes --------------------------------------------------------------------------
+    def _local_only(self) -> None:
+        if self.record.provider != "local":
+            raise CloudHPCError(f"cluster '{self.name}' runs on {self.record.provider}: this "
+                                "machine cannot reach into its nodes",
+                                hint="use its head's API: cloudhpc --remote URL --token T ... "
+                                "(`cloudhpc down` still works from here)")
+
     def node_argv(self, node: str, argv: Sequence[str]) -> list[str]:
+        self._local_only()
         if self.plan.node(node) is None:
             names = ", ".join(n.name for n in self.plan.nodes)
             raise NodeNotFound(f"no node '{node}' in cluster '{self.name}'",
@@ -173,6 +181,7 @@ class Cluster:
         return self.runner.run(self.node_argv("head", argv), env=NODE_ENV, timeout=60)
 
     def status(self) -> list[NodeStatus]:
+        self._local_only()
         provider = self.provider.nodes()
         try:
             slurm = {n["name"]: n for n in self.slurm.nodes()}

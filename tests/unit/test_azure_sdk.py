@@ -337,3 +337,19 @@ def test_power_saving_entry_point_drives_the_azure_provider(template: Any,
     assert kinds == ["node_failed", "node_launched"]
     assert {u.split("?")[0].rsplit("/", 1)[1] for m, u, _ in rec.requests if m == "PUT"} == {
         "hb-1", "hb-2"}
+
+
+def test_local_commands_on_an_azure_cluster_say_where_to_go(template: Any,
+                                                          tmp_path: Path) -> None:
+    from cloudhpc.cluster import Cluster
+    from cloudhpc.errors import CloudHPCError
+    from cloudhpc.state import Store
+
+    store = Store(tmp_path / "state.db")
+    store.put_cluster("hbdemo", "azure", "running", template.model_dump(mode="json"),
+                      template.network.cidr)
+    cluster = Cluster.get("hbdemo", store)
+    for call in (cluster.status, lambda: cluster.exec("head", ["true"])):
+        with pytest.raises(CloudHPCError, match="runs on azure") as info:
+            call()
+        assert "--remote" in info.value.hint
