@@ -58,9 +58,11 @@ class NodeStatus:
 class Cluster:
     """A cluster known to this machine's state store."""
 
-    def __init__(self, record: ClusterRecord, store: Store, runner: Runner | None = None) -> None:
+    def __init__(self, record: ClusterRecord, store: Store, runner: Runner | None = None,
+                 on_head: bool = False) -> None:
         self.store = store
         self.runner = runner or Runner()
+        self.on_head = on_head
         self._load(record)
 
     def _load(self, record: ClusterRecord) -> None:
@@ -178,6 +180,8 @@ class Cluster:
                                timeout=timeout)
 
     def exec_head(self, argv: Sequence[str]) -> Result:
+        if self.on_head:  # already in the head's namespaces (its API daemon): no nsenter
+            return self.runner.run(argv, env=NODE_ENV, timeout=60)
         return self.runner.run(self.node_argv("head", argv), env=NODE_ENV, timeout=60)
 
     def status(self) -> list[NodeStatus]:
@@ -272,7 +276,7 @@ class Cluster:
                name: str | None = None, wait: bool = False,
                timeout: float | None = None, stage_in: Sequence[str | StageIn] = (),
                stage_out: Sequence[str | StageOut] = (), exe: Sequence[str] = (),
-               user: str | None = None) -> Job:
+               user: str | None = None, describe: bool = True) -> Job:
         """Submit a batch script. stage_in: 'blob://CONTAINER/PATH[:DEST]' fetched into the
         job's directory before it starts; stage_out: 'SRC:blob://CONTAINER/PATH' stored
         after it ends (also when it failed); exe: programs in blob storage fetched once into
@@ -280,7 +284,8 @@ class Cluster:
         return jobs_service.submit(self, Path(script), nodes=nodes,
                                    ntasks_per_node=ntasks_per_node, partition=partition,
                                    name=name, wait=wait, timeout=timeout, stage_in=stage_in,
-                                   stage_out=stage_out, exe=exe, user=user)
+                                   stage_out=stage_out, exe=exe, user=user,
+                                   describe=describe)
 
     @property
     def storage(self) -> BlobStore:

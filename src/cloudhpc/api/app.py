@@ -195,7 +195,8 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
             job = cluster.submit(script, nodes=req.nodes, ntasks_per_node=req.ntasks_per_node,
                                  partition=req.partition, name=req.name,
                                  stage_in=req.stage_in, stage_out=req.stage_out, exe=req.exe,
-                                 user=None if who.user == "root" else who.user)
+                                 user=None if who.user == "root" else who.user,
+                                 describe=False)
         view.poke()
         return _out(job)
 

@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
     if record is None:
         print(f"cloudhpc api: no cluster {root.name} in {home}", file=sys.stderr)
         return 1
-    cluster = Cluster(record, store)
+    cluster = Cluster(record, store, on_head=True)
     app = create_app(cluster, TokenStore(home / "state.db"))
     # big, long-lived snapshots: collect young objects less often and never scan what was
     # loaded at start-up again (full collections over a 10,000-job view cost tens of ms)

@@ -59,7 +59,7 @@ def _job_json(job: Job) -> bytes:
 _worker: dict[str, Any] = {}
 
 
-def _worker_refresh(home: str, name: str) -> Snapshot:
+def _worker_refresh(home: str, name: str, on_head: bool = False) -> Snapshot:
     """Runs in the worker process: build a snapshot (keeps finished jobs between calls)."""
     from cloudhpc.cluster import Cluster
     from cloudhpc.jobs.service import list_jobs
@@ -71,7 +71,7 @@ def _worker_refresh(home: str, name: str) -> Snapshot:
         record = store.cluster(name)
         if record is None:
             raise CloudHPCError(f"no cluster {name}")
-        _worker["cluster"] = Cluster(record, store)
+        _worker["cluster"] = Cluster(record, store, on_head=on_head)
         _worker["finished"] = {}
         _worker["offset"] = 0
     cluster: Cluster = _worker["cluster"]
@@ -173,10 +173,12 @@ class ClusterView:
         self.events.extend(events)
         try:
             if self._pool is None:
-                snap = _worker_refresh(str(self.cluster.store.path.parent), self.cluster.name)
+                snap = _worker_refresh(str(self.cluster.store.path.parent), self.cluster.name,
+                                       self.cluster.on_head)
             else:
                 snap = self._pool.submit(_worker_refresh, str(self.cluster.store.path.parent),
-                                         self.cluster.name).result(timeout=300)
+                                         self.cluster.name, self.cluster.on_head
+                                         ).result(timeout=300)
         except Exception as exc:  # noqa: BLE001 - keep serving the last view, say why
             snap = dataclasses.replace(self.snapshot, slurm_ok=False,
                                        error=f"view refresh failed: {exc}")

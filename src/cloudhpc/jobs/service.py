@@ -47,8 +47,9 @@ def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node
            partition: str | None, name: str | None, wait: bool,
            timeout: float | None, stage_in: Sequence[str | StageIn] = (),
            stage_out: Sequence[str | StageOut] = (), exe: Sequence[str] = (),
-           user: str | None = None) -> Job:
-    """Submit SCRIPT; with USER (the API's callers) the job runs as that Unix user."""
+           user: str | None = None, describe: bool = True) -> Job:
+    """Submit SCRIPT; with USER (the API's callers) the job runs as that Unix user. Without
+    DESCRIBE the job is returned as submitted, without asking Slurm again (the API's path)."""
     _check_request(cluster, script, nodes, ntasks_per_node, partition)
     transfers = staging.check(cluster, stage_in, stage_out, exe)
     account = users.ensure_user(user) if user and user != "root" else None
@@ -87,7 +88,14 @@ def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node
     cluster.events.emit("job_submitted", job=job_id, script=script.name,
                         partition=partition or "", nodes=nodes or 1,
                         argv=[*options, f"{workdir}/{batch}"])
-    return wait_for(cluster, job_id, timeout) if wait else get_job(cluster, job_id)
+    if wait:
+        return wait_for(cluster, job_id, timeout)
+    if not describe:
+        default = next(p.name for p in cluster.plan.partitions if p.default)
+        return Job(job_id, name or script.stem, JobState.PENDING, "", partition or default, "",
+                   nodes or 1, 0, user or "root", time.time(), 0.0, 0.0, 0,
+                   stdout.replace("%j", str(job_id)), workdir)
+    return get_job(cluster, job_id)
 
 
 def list_jobs(cluster: Cluster, include_history: bool = False) -> list[Job]:
