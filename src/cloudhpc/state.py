@@ -45,11 +45,11 @@ class JobRecord:
 class Store:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or home() / "state.db"
-        with self._db() as db:
+        with self.connect() as db:
             db.executescript(SCHEMA)
 
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
+    def connect(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, timeout=30)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -61,7 +61,7 @@ class Store:
     def put_cluster(self, name: str, provider: str, status: str, template: dict[str, Any],
                     cidr: str) -> None:
         now = time.time()
-        with self._db() as db:
+        with self.connect() as db:
             db.execute(
                 "INSERT INTO clusters VALUES (?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
                 "status=excluded.status, template=excluded.template, cidr=excluded.cidr, "
@@ -69,17 +69,17 @@ class Store:
                 (name, provider, status, json.dumps(template), cidr, now, now))
 
     def set_status(self, name: str, status: str) -> None:
-        with self._db() as db:
+        with self.connect() as db:
             db.execute("UPDATE clusters SET status=?, updated=? WHERE name=?",
                        (status, time.time(), name))
 
     def delete_cluster(self, name: str) -> None:
-        with self._db() as db:
+        with self.connect() as db:
             db.execute("DELETE FROM clusters WHERE name=?", (name,))
             db.execute("DELETE FROM jobs WHERE cluster=?", (name,))
 
     def clusters(self) -> list[ClusterRecord]:
-        with self._db() as db:
+        with self.connect() as db:
             rows = db.execute("SELECT name, provider, status, template, cidr, created "
                               "FROM clusters ORDER BY name").fetchall()
         return [ClusterRecord(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
@@ -88,12 +88,12 @@ class Store:
         return next((c for c in self.clusters() if c.name == name), None)
 
     def add_job(self, cluster: str, job: JobRecord) -> None:
-        with self._db() as db:
+        with self.connect() as db:
             db.execute("INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?)",
                        (cluster, job.job_id, job.script, job.workdir, job.stdout, job.submitted))
 
     def job(self, cluster: str, job_id: int) -> JobRecord | None:
-        with self._db() as db:
+        with self.connect() as db:
             row = db.execute("SELECT job_id, script, workdir, stdout, submitted FROM jobs "
                              "WHERE cluster=? AND job_id=?", (cluster, job_id)).fetchone()
         return JobRecord(*row) if row else None

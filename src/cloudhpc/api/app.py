@@ -7,7 +7,6 @@ once Slurm has accepted the job (sbatch returned its id), so an accepted job is 
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures, whose
 # dependencies are local to create_app.
-import dataclasses
 import pathlib
 import tempfile
 import time
@@ -47,39 +46,14 @@ class JobRequest(BaseModel):
                            description="programs in blob storage put on the job's PATH")
 
 
-class JobOut(BaseModel):
-    job_id: int
-    name: str
-    state: str
-    reason: str
-    partition: str
-    nodes: str
-    node_count: int
-    tasks: int
-    user: str
-    submit_time: float
-    start_time: float
-    end_time: float
-    exit_code: int
-    stdout: str
-    workdir: str
-    staging: dict[str, Any] | None = None
-    node_seconds: float = 0.0
-    cost_usd: float = 0.0
-
-
 class JobList(BaseModel):
     total: int
-    jobs: list[JobOut]
+    jobs: list[Job]
 
 
 class Problem(BaseModel):
     detail: str
     hint: str = ""
-
-
-def _out(job: Job) -> JobOut:
-    return JobOut(**{**dataclasses.asdict(job), "state": job.state.value})
 
 
 def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = None,
@@ -118,19 +92,22 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
 
     JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Slurm job id")]
 
-    def find(job_id: int, who: Principal) -> str:
-        """The job's user, after checking the caller may see the job."""
+    def find(job_id: int, who: Principal) -> Job | None:
+        """Check the caller may see the job; returns the job when it had to ask Slurm for
+        it (not in the view yet), so that callers need not ask again."""
         meta = view.snapshot.meta.get(job_id)
+        job = None
         if meta is not None:
             user = meta.user
         else:
             try:
-                user = cluster.job(job_id).user
+                job = cluster.job(job_id)
             except JobError:
                 raise HTTPException(404, f"no job {job_id}") from None
+            user = job.user
         if not (who.admin or user == who.user):
             raise HTTPException(403, f"job {job_id} belongs to another user")
-        return user
+        return job
 
     @app.exception_handler(CloudHPCError)
     async def cloudhpc_error(request: Request, exc: CloudHPCError) -> JSONResponse:
@@ -186,7 +163,7 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
 
     @app.post("/api/jobs", status_code=201, tags=["jobs"],
               responses={400: {"model": Problem}, 503: {"model": Problem}})
-    def submit(req: JobRequest, who: Who) -> JobOut:
+    def submit(req: JobRequest, who: Who) -> Job:
         """Submit a batch script; answered once Slurm has the job. It runs as the token's
         Unix user (created on the cluster if needed)."""
         with tempfile.TemporaryDirectory(prefix="cloudhpc-api-") as tmp:
@@ -198,13 +175,12 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
                                  user=None if who.user == "root" else who.user,
                                  describe=False)
         view.poke()
-        return _out(job)
+        return job
 
     @app.get("/api/jobs/{job_id}", tags=["jobs"],
              responses={403: {"model": Problem}, 404: {"model": Problem}})
-    def get_job(job_id: JobId, who: Who) -> JobOut:
-        find(job_id, who)
-        return _out(cluster.job(job_id))  # fresh: staging and cost details
+    def get_job(job_id: JobId, who: Who) -> Job:
+        return find(job_id, who) or cluster.job(job_id)  # fresh: staging and cost details
 
     @app.get("/api/jobs/{job_id}/logs", tags=["jobs"],
              responses={403: {"model": Problem}, 404: {"model": Problem}})

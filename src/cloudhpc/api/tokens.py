@@ -8,14 +8,12 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from cloudhpc.errors import CloudHPCError
+from cloudhpc.state import Store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -47,19 +45,12 @@ def _digest(secret: str) -> str:
 
 
 class TokenStore:
+    """Tokens in the state store's database (its own table)."""
+
     def __init__(self, db_path: Path) -> None:
-        self.path = db_path
+        self._db = Store(db_path).connect
         with self._db() as db:
             db.executescript(SCHEMA)
-
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
 
     def create(self, cluster: str, user: str, admin: bool = False) -> tuple[TokenInfo, str]:
         """A new token; the plain text is returned once and never stored."""
