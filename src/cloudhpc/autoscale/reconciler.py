@@ -75,6 +75,7 @@ class Reconciler:
     def tick(self) -> list[Action]:
         now = time.time()
         self.check_restart()
+        self.release_requeued()
         # The provider's view first: a node the provider has must then already be known to
         # Slurm as powering up (Slurm marks it before it calls ResumeProgram).
         provider = {name: ProviderNode(name, info["state"], info.get("detail", ""),
@@ -118,8 +119,6 @@ class Reconciler:
         its state a few seconds after accepting a job, and a crash in that window loses it."""
         pid = (self.dir / "nodes" / "head" / "run" / "slurmctld.pid").read_text().strip()
         before, self.ctld_pid = self.ctld_pid, pid
-        if time.time() < self.recovering_until:
-            self.release_held()
         if before is None or before == pid:
             return
         self.recovering_until = time.time() + 300
@@ -146,22 +145,32 @@ class Reconciler:
             self.events.emit("job_resubmitted", job=job, new_job=int(out),
                              cause="lost by slurmctld in a crash")
 
-    def release_held(self) -> None:
-        """A job started in the seconds before slurmctld crashed comes back as pending (its
-        start was not saved yet) while its first run goes on; the relaunch then meets that
-        run, drains the node ('Duplicate jobid') and holds the job. Resume such nodes and
-        release such jobs: once the first run is over, the job runs again and completes."""
-        for row in run(["sinfo", "-h", "-N", "-t", "drain", "-o", "%N|%E"]).splitlines():
-            node, _, reason = row.partition("|")
-            if reason.startswith("Duplicate jobid"):
-                scontrol_update(node, "state=resume")
-                self.events.emit("node_resumed", node=node, cause=reason)
-        for row in run(["squeue", "-h", "-t", "PD", "-o", "%i|%r"]).splitlines():
-            job, _, reason = row.partition("|")
-            if reason.startswith("launch failed requeued held"):
+    def release_requeued(self) -> None:
+        """Slurm requeues a job whose node failed (down, or never powered up) with a begin
+        time minutes away; cloudhpc has already replaced or taken out that node, so let the
+        job run now. (Its restart count tells these jobs from ones a user gave --begin.)
+
+        After a slurmctld crash, a job started in the seconds before it (its start was not
+        saved yet) comes back as pending while its first run goes on; the relaunch meets that
+        run, drains the node ('Duplicate jobid') and holds the job. Within 300 s of a crash
+        such nodes are resumed and such jobs released: once the first run is over, the job
+        runs again and completes."""
+        recovering = time.time() < self.recovering_until
+        if recovering:
+            for row in run(["sinfo", "-h", "-N", "-t", "drain", "-o", "%N|%E"]).splitlines():
+                node, _, reason = row.partition("|")
+                if reason.startswith("Duplicate jobid"):
+                    scontrol_update(node, "state=resume")
+                    self.events.emit("node_resumed", node=node, cause=reason)
+        rows = run(["squeue", "-h", "-t", "PD", "-O", "JobID:|,Reason:|,RestartCnt:|"])
+        for row in rows.splitlines():
+            job, reason, restarts = (row.split("|") + ["", "", ""])[:3]
+            if recovering and reason.startswith("launch failed requeued held"):
                 run(["scontrol", "release", job])
-                scontrol("update", f"jobid={job}", "starttime=now")  # skip the requeue delay
-                self.events.emit("job_released", job=int(job), cause=reason)
+            elif not (reason == "BeginTime" and restarts.strip() not in ("", "0")):
+                continue
+            scontrol("update", f"jobid={job}", "starttime=now")  # skip the requeue delay
+            self.events.emit("job_released", job=int(job), cause=reason)
 
     def finished_jobs(self) -> list[Job]:
         """Jobs Slurm recorded as finished since the last tick (its jobcomp file)."""
