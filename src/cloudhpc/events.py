@@ -38,7 +38,11 @@ class EventLog:
             data = fh.read()
         end = data.rfind(b"\n") + 1
         events = []
+        # emit() writes compact JSON: a line of another kind is skipped without parsing it
+        needles = [f'"kind":"{k}"'.encode() for k in kinds] if kinds is not None else []
         for raw in data[:end].splitlines():
+            if needles and not any(n in raw for n in needles):
+                continue
             try:
                 event = json.loads(raw)
             except ValueError:

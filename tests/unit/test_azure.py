@@ -15,6 +15,8 @@ from cloudhpc import cost
 from cloudhpc.azure import cloudinit
 from cloudhpc.azure.arm import API_VERSIONS, decode_custom_data, export
 from cloudhpc.azure.lint import lint
+from cloudhpc.plan import make_plan
+from cloudhpc.slurm.conf import render_nodes
 from cloudhpc.template import Level, Template
 from cloudhpc.template.loader import check, load
 
@@ -38,7 +40,7 @@ def test_example_exports_a_template_that_passes_the_linter(arm: dict[str, Any]) 
     assert types == set(API_VERSIONS)
 
 
-def test_rdma_node_set_gets_a_placement_group_and_min_capacity(arm: dict[str, Any]) -> None:
+def test_rdma_node_set_gets_a_placement_group_and_min_nodes(arm: dict[str, Any]) -> None:
     sets = {r["name"]: r for r in by_type(arm, "Microsoft.Compute/virtualMachineScaleSets")}
     hb, serial = sets["hbdemo-hb-vmss"], sets["hbdemo-serial-vmss"]
     assert hb["sku"] == {"name": "Standard_HB120rs_v3", "tier": "Standard", "capacity": 0}
@@ -46,8 +48,36 @@ def test_rdma_node_set_gets_a_placement_group_and_min_capacity(arm: dict[str, An
     assert hb["properties"]["singlePlacementGroup"] is True
     assert "proximityPlacementGroups', 'hbdemo-hb-ppg'" in hb["properties"][
         "proximityPlacementGroup"]["id"]
-    assert serial["sku"]["capacity"] == 1 and "proximityPlacementGroup" not in serial[
-        "properties"]
+    assert "proximityPlacementGroup" not in serial["properties"]
+
+
+def test_min_nodes_are_named_members_of_their_scale_set_at_the_plans_address(
+        arm: dict[str, Any]) -> None:
+    """serial has min 1: serial-1 exists from the deployment, named after its Slurm node, at
+    the address slurm.conf and /etc/hosts give it, in the serial scale set; hb (min 0) has
+    no VM until Slurm asks for one."""
+    model, _ = load(EXAMPLE)
+    plan = make_plan(model.model_copy(update={"provider": "azure"}))
+    vms = {r["name"]: r for r in by_type(arm, "Microsoft.Compute/virtualMachines")}
+    assert set(vms) == {"hbdemo-head", "serial-1"}
+    vm = vms["serial-1"]["properties"]
+    assert vm["osProfile"]["computerName"] == "serial-1"
+    assert "'hbdemo-serial-vmss'" in vm["virtualMachineScaleSet"]["id"]
+    assert vm["hardwareProfile"]["vmSize"] == "Standard_D4s_v5"
+    assert vms["serial-1"]["tags"]["cloudhpc-node"] == "serial-1"
+    nics = {r["name"]: r for r in by_type(arm, "Microsoft.Network/networkInterfaces")}
+    ipconf = nics["serial-1-nic"]["properties"]["ipConfigurations"][0]["properties"]
+    address = plan.node("serial-1").address  # type: ignore[union-attr]
+    assert (ipconf["privateIPAllocationMethod"], ipconf["privateIPAddress"]) == (
+        "Static", address)
+    conf = render_nodes(plan)
+    assert f"NodeName=serial-1 NodeAddr={address} " in conf
+    assert "serial-1-nic'" in vm["networkProfile"]["networkInterfaces"][0]["id"]
+    # its bootstrap knows it as a compute node of serial
+    text = base64.b64decode(decode_custom_data(vm["osProfile"]["customData"], {
+        "mungeKey": "K", "clusterToken": "T"})).decode()
+    config = json.loads(yaml.safe_load(text.split("\n", 1)[1])["write_files"][0]["content"])
+    assert (config["role"], config["nodeset"]) == ("compute", "serial")
 
 
 def test_network_security_and_storage_settings(arm: dict[str, Any]) -> None:

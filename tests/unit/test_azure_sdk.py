@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from azure.core.credentials import AccessToken
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest._http_response_impl import RestHttpClientTransportResponse
@@ -186,6 +187,7 @@ def provider(template: Any, answer: Callable[[str, str, Any], Reply]
              ) -> tuple[AzureProvider, Recorder]:
     rec = Recorder(answer)
     return AzureProvider(template, make_plan(template), SUB, "rg-hpc", credential=Credential(),
+                         secrets={"mungeKey": "TVVOR0U=", "clusterToken": "tok"},
                          transport=rec, retry_backoff_factor=0, polling_interval=0), rec
 
 
@@ -210,6 +212,24 @@ def test_launch_creates_vms_in_the_scale_set_and_reports_quota(template: Any) ->
     assert body["properties"]["hardwareProfile"]["vmSize"] == "Standard_HB120rs_v3"
     assert body["properties"]["osProfile"]["computerName"] == "hb-2"
     assert body["tags"]["cloudhpc-node"] == "hb-2"
+    assert body["properties"]["proximityPlacementGroup"]["id"].endswith(
+        "/proximityPlacementGroups/hbdemo-hb-ppg")
+    # its NIC was created first, at the address slurm.conf and /etc/hosts give hb-2
+    nic_url, nic = next((u, b) for m, u, b in rec.requests
+                        if m == "PUT" and "/networkInterfaces/hb-2-nic" in u)
+    assert "api-version=2023-09-01" in nic_url
+    ipconf = nic["properties"]["ipConfigurations"][0]["properties"]
+    assert (ipconf["privateIPAllocationMethod"], ipconf["privateIPAddress"]) == (
+        "Static", plan.node("hb-2").address)  # type: ignore[union-attr]
+    ref = body["properties"]["networkProfile"]["networkInterfaces"][0]
+    assert ref["id"].endswith("/networkInterfaces/hb-2-nic")
+    assert ref["properties"]["deleteOption"] == "Delete"
+    # the same bootstrap as the deployment's nodes, with the head's secrets filled in
+    text = base64.b64decode(body["properties"]["osProfile"]["customData"]).decode()
+    assert text.startswith("#cloud-config") and "TVVOR0U=" in text and "tok" in text
+    assert "@@" not in text
+    config = json.loads(yaml.safe_load(text)["write_files"][0]["content"])
+    assert (config["role"], config["nodeset"]) == ("compute", "hb")
 
 
 def test_throttling_is_retried(template: Any) -> None:
@@ -225,7 +245,9 @@ def test_throttling_is_retried(template: Any) -> None:
 
     prov, rec = provider(template, answer)
     assert prov.launch([make_plan(template).node("hb-1")]) == []  # type: ignore[list-item]
-    assert [m for m, _, _ in rec.requests] == ["PUT", "PUT"]
+    # the NIC's PUT throttled once and retried, then the VM's
+    assert [(m, "networkInterfaces" in u) for m, u, _ in rec.requests] == [
+        ("PUT", True), ("PUT", True), ("PUT", False)]
 
 
 def test_sku_not_available_is_a_capacity_error(template: Any) -> None:
@@ -336,7 +358,7 @@ def test_power_saving_entry_point_drives_the_azure_provider(template: Any,
              (cdir.root / "events.jsonl").read_text().splitlines()]
     assert kinds == ["node_failed", "node_launched"]
     assert {u.split("?")[0].rsplit("/", 1)[1] for m, u, _ in rec.requests if m == "PUT"} == {
-        "hb-1", "hb-2"}
+        "hb-1", "hb-2", "hb-1-nic", "hb-2-nic"}
 
 
 def test_local_commands_on_an_azure_cluster_say_where_to_go(template: Any,

@@ -46,3 +46,33 @@ def test_from_scontrol_line() -> None:
                                                                  "Resources", 2)
     assert job.nodes == "" and job.start_time == 0 and job.tasks == 0
     assert job.stdout.endswith("slurm-5.out")
+
+
+def test_parse_queue_reads_squeue_format_output() -> None:
+    """Lines as Slurm 22.05's `squeue -O QUEUE_FORMAT` printed them; a name may hold any
+    character but the separator, a pending job's end time is NONE, a cancelled one's task
+    count is Slurm's NO_VAL."""
+    from cloudhpc.slurm.client import QUEUE_FIELDS, SEP, parse_queue
+
+    def line(*values: str) -> str:
+        assert len(values) == len(QUEUE_FIELDS)
+        return "".join(v + SEP for v in values)
+
+    text = "\n".join([
+        line("10001", "COMPLETED", "None", "hpc", "hpc-1", "1", "1", "root",
+             "2026-11-27T23:51:56", "2026-11-27T23:51:56", "2026-11-27T23:51:57", "768",
+             "/shared/jobs/a/slurm-%j.out", "/shared/jobs/a", "load"),
+        line("13137", "CANCELLED", "None", "hpc", "", "1", "4294967294", "alice",
+             "2026-11-27T23:55:44", "N/A", "NONE", "0", "/tmp/x-%j.out", "/",
+             "long name|with pipe"),
+        "garbage line",
+    ])
+    done, cancelled = parse_queue(text)
+    assert done["job_id"] == 10001 and done["nodes"] == "hpc-1"
+    assert done["end_time"] - done["start_time"] == 1 and done["submit_time"] > 1.7e9
+    job = from_squeue(done)
+    assert (job.state, job.exit_code, job.stdout) == (
+        JobState.COMPLETED, 3, "/shared/jobs/a/slurm-10001.out")
+    assert cancelled["name"] == "long name|with pipe" and cancelled["tasks"] == 0
+    assert cancelled["start_time"] == 0 and cancelled["end_time"] == 0
+    assert from_squeue(cancelled).user == "alice"

@@ -7,8 +7,6 @@ once Slurm has accepted the job (sbatch returned its id), so an accepted job is 
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures, whose
 # dependencies are local to create_app.
-import pathlib
-import tempfile
 import time
 from importlib import resources
 from typing import Annotated, Any
@@ -20,11 +18,11 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from cloudhpc.api.tokens import Principal, TokenStore
-from cloudhpc.api.view import ClusterView
+from cloudhpc.api.view import USER, ClusterView
+from cloudhpc.api.work import WorkerError, Workers
 from cloudhpc.cluster import Cluster
-from cloudhpc.errors import CloudHPCError, CommandError, JobError
+from cloudhpc.errors import CloudHPCError, CommandError
 from cloudhpc.jobs.model import Job
-from cloudhpc.jobs.service import logs as job_logs
 from cloudhpc.storage.urls import parse_blob_url
 
 bearer = HTTPBearer(auto_error=False)
@@ -59,11 +57,12 @@ class Problem(BaseModel):
 def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = None,
                start_view: bool = True) -> FastAPI:
     view = view or ClusterView(cluster)
+    workers = Workers(cluster)
     app = FastAPI(title=f"cloudhpc API of cluster {cluster.name}", version="1",
                   description=__doc__)
     if start_view:
-        app.router.on_startup.append(view.start)
-        app.router.on_shutdown.append(view.stop)
+        app.router.on_startup += [view.start, workers.start]
+        app.router.on_shutdown += [view.stop, workers.stop]
 
     verified: dict[str, tuple[Principal, float]] = {}
 
@@ -92,18 +91,17 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
 
     JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Slurm job id")]
 
-    def find(job_id: int, who: Principal) -> Job | None:
+    async def find(job_id: int, who: Principal) -> Job | None:
         """Check the caller may see the job; returns the job when it had to ask Slurm for
         it (not in the view yet), so that callers need not ask again."""
         meta = view.snapshot.meta.get(job_id)
         job = None
         if meta is not None:
-            user = meta.user
+            user = meta[USER]
         else:
-            try:
-                job = cluster.job(job_id)
-            except JobError:
-                raise HTTPException(404, f"no job {job_id}") from None
+            job = await workers.call("job", job_id)
+            if job is None:
+                raise HTTPException(404, f"no job {job_id}")
             user = job.user
         if not (who.admin or user == who.user):
             raise HTTPException(403, f"job {job_id} belongs to another user")
@@ -111,7 +109,8 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
 
     @app.exception_handler(CloudHPCError)
     async def cloudhpc_error(request: Request, exc: CloudHPCError) -> JSONResponse:
-        status = 503 if isinstance(exc, CommandError) else 400
+        status = exc.status if isinstance(exc, WorkerError) else \
+            503 if isinstance(exc, CommandError) else 400
         return JSONResponse({"detail": exc.message, "hint": exc.hint}, status_code=status)
 
     @app.get("/healthz", tags=["health"])
@@ -156,43 +155,43 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
         picked = snap.by_state.get(state, []) if state else snap.order
         if not who.admin:
             meta = snap.meta
-            picked = [i for i in picked if meta[i].user == who.user]
+            picked = [i for i in picked if meta[i][USER] == who.user]
         page = b",".join(snap.json[i] for i in picked[offset:offset + limit])
         body = b'{"total":%d,"jobs":[%s]}' % (len(picked), page)
         return Response(body, media_type="application/json")
 
     @app.post("/api/jobs", status_code=201, tags=["jobs"],
               responses={400: {"model": Problem}, 503: {"model": Problem}})
-    def submit(req: JobRequest, who: Who) -> Job:
+    async def submit(req: JobRequest, who: Who) -> Job:
         """Submit a batch script; answered once Slurm has the job. It runs as the token's
         Unix user (created on the cluster if needed)."""
-        with tempfile.TemporaryDirectory(prefix="cloudhpc-api-") as tmp:
-            script = pathlib.Path(tmp) / f"{req.name}.sh"
-            script.write_text(req.script)
-            job = cluster.submit(script, nodes=req.nodes, ntasks_per_node=req.ntasks_per_node,
-                                 partition=req.partition, name=req.name,
-                                 stage_in=req.stage_in, stage_out=req.stage_out, exe=req.exe,
-                                 user=None if who.user == "root" else who.user,
-                                 describe=False)
+        options = {"nodes": req.nodes, "ntasks_per_node": req.ntasks_per_node,
+                   "partition": req.partition, "stage_in": req.stage_in,
+                   "stage_out": req.stage_out, "exe": req.exe,
+                   "user": None if who.user == "root" else who.user}
+        job: Job = await workers.call("submit", req.script, req.name, options)
         view.poke()
         return job
 
     @app.get("/api/jobs/{job_id}", tags=["jobs"],
              responses={403: {"model": Problem}, 404: {"model": Problem}})
-    def get_job(job_id: JobId, who: Who) -> Job:
-        return find(job_id, who) or cluster.job(job_id)  # fresh: staging and cost details
+    async def get_job(job_id: JobId, who: Who) -> Job:
+        job = await find(job_id, who) or await workers.call("job", job_id)
+        if job is None:  # left Slurm and its record between the two questions
+            raise HTTPException(404, f"no job {job_id}")
+        return job  # fresh: staging and cost details
 
     @app.get("/api/jobs/{job_id}/logs", tags=["jobs"],
              responses={403: {"model": Problem}, 404: {"model": Problem}})
-    def get_logs(job_id: JobId, who: Who) -> dict[str, Any]:
-        find(job_id, who)
-        return {"job_id": job_id, "output": job_logs(cluster, job_id)}
+    async def get_logs(job_id: JobId, who: Who) -> dict[str, Any]:
+        await find(job_id, who)
+        return {"job_id": job_id, "output": await workers.call("logs", job_id)}
 
     @app.delete("/api/jobs/{job_id}", status_code=202, tags=["jobs"],
                 responses={403: {"model": Problem}, 404: {"model": Problem}})
-    def cancel(job_id: JobId, who: Who) -> dict[str, Any]:
-        find(job_id, who)
-        cluster.cancel(job_id)
+    async def cancel(job_id: JobId, who: Who) -> dict[str, Any]:
+        await find(job_id, who)
+        await workers.call("cancel", job_id)
         view.poke()
         return {"job_id": job_id, "cancelled": True}
 

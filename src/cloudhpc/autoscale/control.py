@@ -8,6 +8,7 @@ at zero CPU; the public REST API (FastAPI) is a different service."""
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import os
@@ -183,8 +184,11 @@ def serve(cluster_dir: str) -> None:
         if not (template.azure.subscription and template.azure.resource_group):
             raise SystemExit("control plane: the template names no Azure subscription and "
                              "resource group (cloudhpc up --provider azure sets them)")
+        # the deployment's secrets, for the custom data of the VMs it creates
+        secrets = {"mungeKey": base64.b64encode(cdir.munge_key.read_bytes()).decode(),
+                   "clusterToken": (cdir.etc / "control.token").read_text().strip()}
         provider = AzureProvider(template, plan, template.azure.subscription,
-                                 template.azure.resource_group)
+                                 template.azure.resource_group, secrets=secrets)
     server.controller = Controller(plan, cdir, template.local.capacity, provider)
     server.token = (cdir.etc / "control.token").read_text().strip()
     print(f"control plane for {plan.cluster} listening on {sock}", flush=True)

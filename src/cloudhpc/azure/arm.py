@@ -2,8 +2,9 @@
 
 Resources: NSG (the head's SSH and API ports only, from the template's CIDRs), VNet and
 subnet, optional public IP, head NIC and VM, a user-assigned identity with Virtual Machine
-Contributor on the cluster's resource group only, per node set a Flexible VM scale set of
-capacity `min` (RDMA node sets: a proximity placement group and a single placement group),
+Contributor on the cluster's resource group only, per node set a Flexible VM scale set holding
+its `min` nodes from the start (RDMA node sets: a proximity placement group and a single
+placement group),
 a storage account (HTTPS only, TLS 1.2, no anonymous access) and its container. Secrets are
 securestring parameters, never literals."""
 
@@ -13,7 +14,7 @@ import base64
 from typing import Any
 
 from cloudhpc.azure import cloudinit
-from cloudhpc.plan import make_plan
+from cloudhpc.plan import NodeSpec, Plan, make_plan
 from cloudhpc.template.schema import NodeSet, Template
 
 SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
@@ -166,7 +167,14 @@ def _identity(n: dict[str, str]) -> list[dict[str, Any]]:
     ]
 
 
-def _nodeset(t: Template, n: dict[str, str], ns: NodeSet) -> list[dict[str, Any]]:
+def _nodeset(t: Template, n: dict[str, str], ns: NodeSet, plan: Plan) -> list[dict[str, Any]]:
+    """The node set's Flexible scale set and its `min` static nodes.
+
+    The static nodes are named members of the scale set (VMs created with the scale set's id)
+    rather than instances the scale set names itself (capacity 0 for its own model): Slurm
+    must know every node's name and address before it boots, and an instance named by Azure
+    with a dynamic address would never match slurm.conf. The provider creates the dynamic
+    nodes the same way when Slurm powers them up."""
     vnet = _rid("Microsoft.Network/virtualNetworks", n["vnet"])
     name = f"{t.name}-{ns.name}"
     props: dict[str, Any] = {
@@ -189,6 +197,7 @@ def _nodeset(t: Template, n: dict[str, str], ns: NodeSet) -> list[dict[str, Any]
     }
     deps = [vnet]
     out = []
+    ppg = None
     if ns.rdma:
         ppg = _rid("Microsoft.Compute/proximityPlacementGroups", f"{name}-ppg")
         out.append(_res("Microsoft.Compute/proximityPlacementGroups", f"{name}-ppg",
@@ -196,11 +205,46 @@ def _nodeset(t: Template, n: dict[str, str], ns: NodeSet) -> list[dict[str, Any]
         props["proximityPlacementGroup"] = {"id": ppg}
         props["singlePlacementGroup"] = True  # one InfiniBand fabric
         deps.append(ppg)
+    tags = {"cloudhpc-cluster": t.name, "cloudhpc-nodeset": ns.name}
     out.append(_res("Microsoft.Compute/virtualMachineScaleSets", f"{name}-vmss", props,
-                    sku={"name": ns.size, "tier": "Standard", "capacity": ns.min},
-                    tags={"cloudhpc-cluster": t.name, "cloudhpc-nodeset": ns.name},
-                    dependsOn=deps))
+                    sku={"name": ns.size, "tier": "Standard", "capacity": 0},
+                    tags=tags, dependsOn=deps))
+    vmss = _rid("Microsoft.Compute/virtualMachineScaleSets", f"{name}-vmss")
+    for node in plan.compute():
+        if node.nodeset == ns.name and not node.dynamic:
+            out += _static_node(t, n, ns, node, vmss, ppg)
     return out
+
+
+def _static_node(t: Template, n: dict[str, str], ns: NodeSet, node: NodeSpec, vmss: str,
+                 ppg: str | None) -> list[dict[str, Any]]:
+    """A NIC at the plan's address and a VM named after the Slurm node, in the scale set."""
+    nic = _rid("Microsoft.Network/networkInterfaces", f"{node.name}-nic")
+    vm: dict[str, Any] = {
+        "virtualMachineScaleSet": {"id": vmss},
+        "hardwareProfile": {"vmSize": ns.size},
+        "osProfile": _os_profile(t, node.name, "computerName", "compute", ns.name),
+        "storageProfile": {"imageReference": _image(t),
+                           "osDisk": {"createOption": "FromImage", "deleteOption": "Delete",
+                                      "managedDisk": {"storageAccountType": "Premium_LRS"}}},
+        "networkProfile": {"networkInterfaces": [
+            {"id": nic, "properties": {"primary": True, "deleteOption": "Delete"}}]},
+    }
+    deps = [nic, vmss]
+    if ppg:
+        vm["proximityPlacementGroup"] = {"id": ppg}
+        deps.append(ppg)
+    return [
+        _res("Microsoft.Network/networkInterfaces", f"{node.name}-nic", {
+            "enableAcceleratedNetworking": True,
+            "ipConfigurations": [{"name": "primary", "properties": {
+                "subnet": {"id": _subnet_id(n)}, "privateIPAllocationMethod": "Static",
+                "privateIPAddress": node.address}}]},
+            dependsOn=[_rid("Microsoft.Network/virtualNetworks", n["vnet"])]),
+        _res("Microsoft.Compute/virtualMachines", node.name, vm,
+             tags={"cloudhpc-cluster": t.name, "cloudhpc-nodeset": ns.name,
+                   "cloudhpc-node": node.name}, dependsOn=deps),
+    ]
 
 
 def _storage(t: Template) -> list[dict[str, Any]]:
@@ -226,7 +270,7 @@ def export(t: Template) -> tuple[dict[str, Any], dict[str, Any]]:
     resources: list[dict[str, Any]] = [_nsg(t, n), _vnet(t, n), *_identity(n),
                                        *_head(t, n, plan.head.address)]
     for ns in t.compute:
-        resources += _nodeset(t, n, ns)
+        resources += _nodeset(t, n, ns, plan)
     resources += _storage(t)
     secure = {"type": "securestring"}
     nic = _rid("Microsoft.Network/networkInterfaces", n["nic"])[1:-1]

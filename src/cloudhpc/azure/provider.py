@@ -1,6 +1,9 @@
 """The Azure provider for autoscaling: Slurm's power-saving programs ask it to launch and
 terminate nodes, exactly as they ask the local provider. A node is a VM named after its Slurm
-node, created in its node set's Flexible scale set (azure-mgmt-compute). Capacity and quota
+node, created in its node set's Flexible scale set (azure-mgmt-compute), with a NIC at the
+node's address in the plan (what slurm.conf and /etc/hosts say) and the node set's cloud-init
+custom data with the cluster's secrets filled in, so that it boots into the same bootstrap as
+the deployment's static nodes. Capacity and quota
 failures (SkuNotAvailable, QuotaExceeded, AllocationFailed ...) become provider errors of the
 node set, which backs off; Slurm's node and job reasons carry the message."""
 
@@ -21,8 +24,12 @@ STATES = {"Succeeded": NodeState.RUNNING, "Creating": NodeState.STARTING,
 
 class AzureProvider:
     def __init__(self, template: Template, plan: Plan, subscription: str, resource_group: str,
-                 credential: Any = None, **client_kwargs: Any) -> None:
+                 credential: Any = None, secrets: dict[str, str] | None = None,
+                 **client_kwargs: Any) -> None:
+        """SECRETS: the deployment's mungeKey and clusterToken parameters (the head has them
+        in its cluster directory), put into new VMs' custom data."""
         from azure.mgmt.compute import ComputeManagementClient
+        from azure.mgmt.resource import ResourceManagementClient
 
         if credential is None:
             from azure.identity import DefaultAzureCredential
@@ -30,6 +37,8 @@ class AzureProvider:
         self.template, self.plan, self.rg = template, plan, resource_group
         self.subscription = subscription
         self.compute = ComputeManagementClient(credential, subscription, **client_kwargs)
+        self.resources = ResourceManagementClient(credential, subscription, **client_kwargs)
+        self.secrets = secrets or {}
         self._errors: list[ProviderError] = []
 
     def _scale_set_id(self, nodeset: str) -> str:
@@ -37,33 +46,49 @@ class AzureProvider:
                 f"Microsoft.Compute/virtualMachineScaleSets/"
                 f"{self.template.name}-{nodeset}-vmss")
 
-    def _vm_body(self, node: NodeSpec) -> dict[str, Any]:
-        ns = next(s for s in self.template.compute if s.name == node.nodeset)
+    def _nic_id(self, node: NodeSpec) -> str:
+        return (f"/subscriptions/{self.subscription}/resourceGroups/{self.rg}/providers/"
+                f"Microsoft.Network/networkInterfaces/{node.name}-nic")
+
+    def _nic_body(self, node: NodeSpec) -> dict[str, Any]:
         subnet = (f"/subscriptions/{self.subscription}/resourceGroups/{self.rg}/providers/"
                   f"Microsoft.Network/virtualNetworks/{self.template.name}-vnet/subnets/"
                   "cluster")
+        return {"location": self.template.azure.region,
+                "tags": {"cloudhpc-cluster": self.template.name, "cloudhpc-node": node.name},
+                "properties": {
+                    "enableAcceleratedNetworking": True,
+                    "ipConfigurations": [{"name": "primary", "properties": {
+                        "subnet": {"id": subnet}, "privateIPAllocationMethod": "Static",
+                        "privateIPAddress": node.address}}]}}
+
+    def _vm_body(self, node: NodeSpec) -> dict[str, Any]:
+        ns = next(s for s in self.template.compute if s.name == node.nodeset)
+        expression = arm.custom_data(self.template, "compute", ns.name)
+        props: dict[str, Any] = {
+            "virtualMachineScaleSet": {"id": self._scale_set_id(ns.name)},
+            "hardwareProfile": {"vmSize": ns.size},
+            "osProfile": {"computerName": node.name,
+                          "adminUsername": self.template.azure.admin_user,
+                          "customData": arm.decode_custom_data(expression, self.secrets),
+                          "linuxConfiguration": {"disablePasswordAuthentication": True}},
+            "networkProfile": {"networkInterfaces": [{
+                "id": self._nic_id(node),
+                "properties": {"primary": True, "deleteOption": "Delete"}}]},
+            "storageProfile": {"imageReference": arm._image(self.template),
+                               "osDisk": {"createOption": "FromImage",
+                                          "deleteOption": "Delete"}},
+        }
+        if ns.rdma:
+            props["proximityPlacementGroup"] = {"id": (
+                f"/subscriptions/{self.subscription}/resourceGroups/{self.rg}/providers/"
+                f"Microsoft.Compute/proximityPlacementGroups/"
+                f"{self.template.name}-{ns.name}-ppg")}
         return {
             "location": self.template.azure.region,
             "tags": {"cloudhpc-cluster": self.template.name, "cloudhpc-nodeset": ns.name,
                      "cloudhpc-node": node.name},
-            "properties": {
-                "virtualMachineScaleSet": {"id": self._scale_set_id(ns.name)},
-                "hardwareProfile": {"vmSize": ns.size},
-                "osProfile": {"computerName": node.name,
-                              "adminUsername": self.template.azure.admin_user,
-                              "linuxConfiguration": {"disablePasswordAuthentication": True}},
-                "networkProfile": {
-                    "networkApiVersion": "2020-11-01",
-                    "networkInterfaceConfigurations": [{
-                        "name": f"{node.name}-nic", "properties": {
-                            "primary": True, "deleteOption": "Delete",
-                            "ipConfigurations": [{"name": "primary", "properties": {
-                                "subnet": {"id": subnet},
-                                "privateIPAddressVersion": "IPv4"}}]}}]},
-                "storageProfile": {"imageReference": arm._image(self.template),
-                                   "osDisk": {"createOption": "FromImage",
-                                              "deleteOption": "Delete"}},
-            },
+            "properties": props,
         }
 
     def launch(self, nodes: list[NodeSpec]) -> list[ProviderError]:
@@ -71,10 +96,19 @@ class AzureProvider:
         that exists already is left alone. Returns (and records) the failures."""
         from azure.core.exceptions import HttpResponseError
 
-        pollers, failed = [], []
+        pollers, failed, nics = [], [], []
         vms: Any = self.compute.virtual_machines  # REST-shaped dict bodies
-        for node in nodes:
+        version = arm.API_VERSIONS["Microsoft.Network/networkInterfaces"]
+        for node in nodes:  # the NICs first, all at once: the VMs need them
             try:
+                nics.append((node, self.resources.resources.begin_create_or_update_by_id(
+                    self._nic_id(node), version, self._nic_body(node))))
+            except HttpResponseError as exc:
+                failed.append((node, from_http(exc, f"creating {node.name}'s network "
+                                                    "interface")))
+        for node, poller in nics:
+            try:
+                poller.result()
                 pollers.append((node, vms.begin_create_or_update(self.rg, node.name,
                                                                  self._vm_body(node))))
             except HttpResponseError as exc:

@@ -106,11 +106,17 @@ def list_jobs(cluster: Cluster, include_history: bool = False) -> list[Job]:
     return sorted(current.values(), key=lambda j: j.job_id)
 
 
-def _history(cluster: Cluster) -> list[Job]:
+def _history(cluster: Cluster, job_id: int | None = None) -> list[Job]:
+    """Finished jobs from Slurm's jobcomp record (only JOB_ID's lines when given: a text
+    search, not a parse of every record)."""
     path = Path(SlurmPaths(str(cluster.dir.root)).jobcomp)
     if not path.exists():
         return []
-    return [from_keyvalues(line) for line in path.read_text().splitlines() if "JobId=" in line]
+    lines = path.read_text().splitlines()
+    if job_id is not None:
+        needle = f"JobId={job_id} "
+        lines = [line for line in lines if line.startswith(needle)]
+    return [from_keyvalues(line) for line in lines if "JobId=" in line]
 
 
 def get_job(cluster: Cluster, job_id: int) -> Job:
@@ -155,7 +161,7 @@ def _get_job(cluster: Cluster, job_id: int) -> Job:
                 reason = f"{job.reason}; provider: {errors[-1]}" if job.reason else errors[-1]
                 job = dataclasses.replace(job, reason=reason)
         return job
-    for job in _history(cluster):
+    for job in _history(cluster, job_id):
         if job.job_id == job_id:
             record = cluster.store.job(cluster.name, job_id)
             if record:
