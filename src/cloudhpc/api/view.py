@@ -1,5 +1,5 @@
 """The API's cached view of its cluster. Reads never reach Slurm: a worker process refreshes
-the view from Slurm's JSON output (squeue --json, sinfo --json via the cluster's status), the
+the view from Slurm's output (`squeue -O`, sinfo --json via the cluster's status), the
 jobcomp record of finished jobs and the event log, at most once a second while someone reads
 (every 10 s otherwise, and slower when a refresh itself takes longer, as with 10,000 jobs).
 The worker hands back every job already serialised, so requests only slice and join bytes
