@@ -12,6 +12,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import statistics
 import threading
 import time
 from collections import deque
@@ -145,7 +146,7 @@ class ClusterView:
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="view", daemon=True)
         self._pool: ProcessPoolExecutor | None = None
-        self.last_duration = 0.0
+        self.durations: deque[float] = deque(maxlen=5)  # of the last refreshes
 
     def start(self) -> None:
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
@@ -174,13 +175,15 @@ class ClusterView:
         while not self._stop.is_set():
             began = time.monotonic()
             self.refresh()
-            self.last_duration = time.monotonic() - began
+            self.durations.append(time.monotonic() - began)
             if time.time() - last_sample >= 2:
                 self._sample()
                 last_sample = time.time()
             watched = time.monotonic() - self.last_read < 30
             pause = self.interval if watched else self.idle_interval
-            floor = 3 * self.last_duration  # a big queue is refreshed less often
+            # a big queue is refreshed less often; the median, so that one slow refresh (the
+            # API's workers starting beside it) does not leave the view stale for long
+            floor = 3 * statistics.median(self.durations)
             self._wake.clear()
             self._wake.wait(max(pause, floor))
             # woken early (a reader came, a job was submitted): still keep the floor
