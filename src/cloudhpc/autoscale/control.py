@@ -177,6 +177,7 @@ def serve(cluster_dir: str) -> None:
     sock.unlink(missing_ok=True)
     server = _Server(str(sock), _Handler)
     os.chmod(sock, 0o600)
+    token = (cdir.etc / "control.token").read_text().strip()
     provider = None
     if template.provider == "azure":  # on the head VM, with its managed identity
         from cloudhpc.azure.provider import AzureProvider
@@ -186,11 +187,11 @@ def serve(cluster_dir: str) -> None:
                              "resource group (cloudhpc up --provider azure sets them)")
         # the deployment's secrets, for the custom data of the VMs it creates
         secrets = {"mungeKey": base64.b64encode(cdir.munge_key.read_bytes()).decode(),
-                   "clusterToken": (cdir.etc / "control.token").read_text().strip()}
+                   "clusterToken": token}
         provider = AzureProvider(template, plan, template.azure.subscription,
                                  template.azure.resource_group, secrets=secrets)
     server.controller = Controller(plan, cdir, template.local.capacity, provider)
-    server.token = (cdir.etc / "control.token").read_text().strip()
+    server.token = token
     print(f"control plane for {plan.cluster} listening on {sock}", flush=True)
     server.serve_forever(poll_interval=3600)
 

@@ -9,9 +9,10 @@ node set, which backs off; Slurm's node and job reasons carry the message."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
-from cloudhpc.azure import arm
+from cloudhpc.azure import arm, cloudinit
 from cloudhpc.azure.errors import AzureError, from_http
 from cloudhpc.plan import NodeSpec, Plan, Role
 from cloudhpc.providers.base import NodeInfo, NodeState, ProviderError
@@ -41,19 +42,17 @@ class AzureProvider:
         self.secrets = secrets or {}
         self._errors: list[ProviderError] = []
 
-    def _scale_set_id(self, nodeset: str) -> str:
+    def _id(self, rtype: str, name: str) -> str:
+        """The id of a resource in the cluster's resource group."""
         return (f"/subscriptions/{self.subscription}/resourceGroups/{self.rg}/providers/"
-                f"Microsoft.Compute/virtualMachineScaleSets/"
-                f"{self.template.name}-{nodeset}-vmss")
+                f"{rtype}/{name}")
 
     def _nic_id(self, node: NodeSpec) -> str:
-        return (f"/subscriptions/{self.subscription}/resourceGroups/{self.rg}/providers/"
-                f"Microsoft.Network/networkInterfaces/{node.name}-nic")
+        return self._id("Microsoft.Network/networkInterfaces", f"{node.name}-nic")
 
     def _nic_body(self, node: NodeSpec) -> dict[str, Any]:
-        subnet = (f"/subscriptions/{self.subscription}/resourceGroups/{self.rg}/providers/"
-                  f"Microsoft.Network/virtualNetworks/{self.template.name}-vnet/subnets/"
-                  "cluster")
+        subnet = self._id("Microsoft.Network/virtualNetworks",
+                          f"{self.template.name}-vnet/subnets/cluster")
         return {"location": self.template.azure.region,
                 "tags": {"cloudhpc-cluster": self.template.name, "cloudhpc-node": node.name},
                 "properties": {
@@ -64,13 +63,17 @@ class AzureProvider:
 
     def _vm_body(self, node: NodeSpec) -> dict[str, Any]:
         ns = next(s for s in self.template.compute if s.name == node.nodeset)
-        expression = arm.custom_data(self.template, "compute", ns.name)
+        text = cloudinit.user_data(self.template, "compute", ns.name).replace(
+            cloudinit.MUNGE_KEY, self.secrets.get("mungeKey", "")).replace(
+            cloudinit.CLUSTER_TOKEN, self.secrets.get("clusterToken", ""))
         props: dict[str, Any] = {
-            "virtualMachineScaleSet": {"id": self._scale_set_id(ns.name)},
+            "virtualMachineScaleSet": {"id": self._id(
+                "Microsoft.Compute/virtualMachineScaleSets",
+                f"{self.template.name}-{ns.name}-vmss")},
             "hardwareProfile": {"vmSize": ns.size},
             "osProfile": {"computerName": node.name,
                           "adminUsername": self.template.azure.admin_user,
-                          "customData": arm.decode_custom_data(expression, self.secrets),
+                          "customData": base64.b64encode(text.encode()).decode(),
                           "linuxConfiguration": {"disablePasswordAuthentication": True}},
             "networkProfile": {"networkInterfaces": [{
                 "id": self._nic_id(node),
@@ -80,9 +83,8 @@ class AzureProvider:
                                           "deleteOption": "Delete"}},
         }
         if ns.rdma:
-            props["proximityPlacementGroup"] = {"id": (
-                f"/subscriptions/{self.subscription}/resourceGroups/{self.rg}/providers/"
-                f"Microsoft.Compute/proximityPlacementGroups/"
+            props["proximityPlacementGroup"] = {"id": self._id(
+                "Microsoft.Compute/proximityPlacementGroups",
                 f"{self.template.name}-{ns.name}-ppg")}
         return {
             "location": self.template.azure.region,
