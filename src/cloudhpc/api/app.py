@@ -78,8 +78,10 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
             verified[token] = (who, time.monotonic() + 5)
         return who
 
-    def principal(creds: Annotated[HTTPAuthorizationCredentials | None,
-                                   Depends(bearer)]) -> Principal:
+    async def principal(creds: Annotated[HTTPAuthorizationCredentials | None,
+                                         Depends(bearer)]) -> Principal:
+        """On the event loop, not in a thread: every request passes here, and a token is
+        checked against the database at most once per 5 s."""
         who = verify(creds.credentials) if creds else None
         if who is None:
             raise HTTPException(401, "a valid bearer token is required",
