@@ -68,6 +68,7 @@ class Plan:
     short_id: str = field(default="")
     nodesets: list[NodeSetPlan] = field(default_factory=list)
     blob: bool = True
+    provider: str = "local"
 
     @property
     def prefixlen(self) -> int:
@@ -140,4 +141,4 @@ def make_plan(t: Template) -> Plan:
     partitions = [Partition(name, names, default=k == 0)
                   for k, (name, names) in enumerate(members.items())]
     return Plan(t.name, str(net), gateway, t.network.mtu, nodes, partitions, short_id(t.name),
-                sets, blob=t.storage.blob.enabled)
+                sets, blob=t.storage.blob.enabled, provider=t.provider)

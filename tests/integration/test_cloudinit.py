@@ -95,3 +95,32 @@ def test_head_bootstraps_from_its_custom_data(vm_netns: str, home: Path,
     cred = subprocess.run([*enter, "sh", "-c", "munge -n | unmunge"], capture_output=True,
                           text=True)
     assert "STATUS:          Success" in cred.stdout, cred.stderr
+
+
+def test_user_prolog_makes_the_jobs_user_on_a_vm_with_its_own_user_database(
+        tmp_path: Path) -> None:
+    """On Azure each VM has its own /etc/passwd: Slurm's Prolog (written by the bootstrap,
+    named in slurm.conf) makes the job's user with Slurm's uid and gid. Run for real in a
+    mount namespace whose /etc is a private overlay standing for the VM's; the machine's own
+    user database is untouched."""
+    from cloudhpc.slurm.conf import NODE_USER_PROLOG, USER_PROLOG, SlurmPaths, render
+
+    model, _ = load(TEMPLATE)
+    assert f"Prolog={NODE_USER_PROLOG}\n" in render(make_plan(model), SlurmPaths("/x"))
+    prolog = tmp_path / "prolog.sh"
+    prolog.write_text(USER_PROLOG)
+    prolog.chmod(0o755)
+    for d in ("upper", "work"):
+        (tmp_path / d).mkdir()
+    script = (f"mount -t overlay overlay -o lowerdir=/etc,upperdir={tmp_path}/upper,"
+              f"workdir={tmp_path}/work /etc && {prolog} && {prolog} && "
+              "getent passwd cht-vmuser && getent group 42424")
+    env = {**os.environ, "SLURM_JOB_USER": "cht-vmuser", "SLURM_JOB_UID": "42424",
+           "SLURM_JOB_GID": "42424"}
+    out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                          script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    passwd, group = out.stdout.splitlines()
+    assert passwd.startswith("cht-vmuser:x:42424:42424:") and passwd.endswith(":/bin/bash")
+    assert group.startswith("cht-vmuser:x:42424:")
+    assert subprocess.run(["getent", "passwd", "cht-vmuser"]).returncode == 2  # not here

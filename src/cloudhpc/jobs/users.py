@@ -1,6 +1,7 @@
 """Unix users for jobs submitted through the API: a job runs as its token's user, created on
 the cluster when missing. Local nodes share this machine's /etc/passwd, so a user made here
-exists on every node; on Azure the head would push users to the nodes the same way."""
+exists on every node; on Azure each VM has its own, and Slurm's Prolog makes the job's user
+on each of its nodes with the same uid and gid (slurm/conf.py, USER_PROLOG)."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from cloudhpc.slurm.conf import (
     NODE_SPOOL,
     OMPI_MCA_PARAMS,
     TASK_PROLOG,
+    USER_PROLOG,
     SlurmPaths,
     render,
 )
@@ -60,7 +61,8 @@ def write_cluster_files(plan: Plan, cdir: ClusterDir, template_json: str) -> Non
     os.chmod(exe_cache, 0o1777)
     paths = SlurmPaths(str(cdir.root))
     cdir.slurm_conf.write_text(render(plan, paths))
-    for path, text in ((paths.task_prolog, TASK_PROLOG), (paths.ctld_prolog, CTLD_PROLOG)):
+    for path, text in ((paths.task_prolog, TASK_PROLOG), (paths.ctld_prolog, CTLD_PROLOG),
+                       (paths.user_prolog, USER_PROLOG)):
         Path(path).write_text(text)
         Path(path).chmod(0o755)
     (cdir.etc / "hosts").write_text(hosts_file(plan))
