@@ -301,6 +301,15 @@ def test_up_and_down_record_the_cluster_and_keep_secrets_private(
                 "provisioningState": "Succeeded", "outputs": {}}}, {}
         if method == "GET" and path.endswith("/resourcegroups/rg-x"):
             return 200, {"id": "/g", "name": "rg-x", "location": "eastus", "tags": {}}, {}
+        if method == "GET" and path.endswith("/resourceGroups/rg-x/resources"):
+            # what the control plane launched (tagged), and the head the deployment made
+            assert "tagValue eq 'hbdemo'" in url.replace("%20", " ").replace("%27", "'")
+            vm = f"/subscriptions/{SUB}/resourceGroups/rg-x/providers/Microsoft.Compute/"
+            return 200, {"value": [
+                {"id": vm + "virtualMachines/hb-3", "name": "hb-3",
+                 "type": "Microsoft.Compute/virtualMachines"},
+                {"id": vm + "virtualMachines/hbdemo-head", "name": "hbdemo-head",
+                 "type": "Microsoft.Compute/virtualMachines"}]}, {}
         if method == "GET" and "/deployments/" in path:
             return 200, {"id": "d", "name": "n", "properties": {"outputResources": [
                 {"id": f"/subscriptions/{SUB}/resourceGroups/rg-x/providers/"
@@ -325,10 +334,11 @@ def test_up_and_down_record_the_cluster_and_keep_secrets_private(
     assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
     removed = service.down(record, store, credential=Credential(), transport=rec,
                            retry_backoff_factor=0, poll_seconds=0)
-    # exactly what the deployment made, dependents first; the group itself is not ours
-    assert [r.rsplit("/", 1)[1] for r in removed] == ["hbdemo-vnet", "hbdemo-head"]
+    # the VM the control plane launched, then exactly what the deployment made, dependents
+    # first; the group itself is not ours
+    assert [r.rsplit("/", 1)[1] for r in removed] == ["hb-3", "hbdemo-vnet", "hbdemo-head"]
     deletes = [u.split("?")[0].rsplit("/", 1)[1] for m, u, _ in rec.requests if m == "DELETE"]
-    assert deletes == ["hbdemo-head", "hbdemo-vnet", "cloudhpc-hbdemo"]
+    assert deletes == ["hb-3", "hbdemo-head", "hbdemo-vnet", "cloudhpc-hbdemo"]
     assert store.cluster("hbdemo") is None and not secret_file.exists()
 
 

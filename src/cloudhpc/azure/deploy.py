@@ -121,7 +121,7 @@ class AzureDeployment:
 
     def destroy(self, t: Template) -> list[str]:
         """Remove what the deployment created; returns the resource ids removed."""
-        from azure.core.exceptions import ResourceNotFoundError
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
         name = f"cloudhpc-{t.name}"
         try:
@@ -138,12 +138,24 @@ class AzureDeployment:
         except ResourceNotFoundError:
             return []
         ids = [r.id for r in (deployment.properties.output_resources or [])]
+        # first the VMs the control plane launched (their NIC and disk go with them), which
+        # the deployment does not list and which would keep the scale set and VNet in use
+        query = f"tagName eq 'cloudhpc-cluster' and tagValue eq '{t.name}'"
+        tagged = self._call("listing the cluster's VMs", lambda: list(
+            self.client.resources.list_by_resource_group(self.rg, filter=query)))
+        launched = [r.id for r in tagged if r.id not in ids
+                    and r.type.lower() == "microsoft.compute/virtualmachines"]
         versions = {k.lower(): v for k, v in API_VERSIONS.items()}
-        for rid in reversed(ids):  # dependents were created last
+        for rid in launched + ids[::-1]:  # dependents were created last
             rtype = "/".join(rid.split("/providers/", 1)[1].split("/")[0:2]).lower()
-            self._call(f"deleting {rid}", self.client.resources.begin_delete_by_id, rid,
-                       versions.get(rtype, "2023-09-01")).result()
+            try:
+                self.client.resources.begin_delete_by_id(
+                    rid, versions.get(rtype, "2023-09-01")).result()
+            except ResourceNotFoundError:
+                continue  # gone already: down is idempotent
+            except HttpResponseError as exc:
+                raise from_http(exc, f"deleting {rid}") from None
         self._call("deleting the deployment record", self.client.deployments.begin_delete,
                    self.rg, name).result()
-        return ids
+        return launched + ids
 
