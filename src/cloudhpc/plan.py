@@ -113,12 +113,17 @@ def local_cpus(size_name: str, cap: int) -> int:
     return min(size.vcpus if size else 1, cap)
 
 
+def head_address(t: Template) -> str:
+    """The head's address, without planning every node."""
+    return str(ipaddress.ip_network(t.network.cidr).network_address + first_free(t.provider))
+
+
 def make_plan(t: Template) -> Plan:
     net = ipaddress.ip_network(t.network.cidr)
     first = net.network_address + 1
     gateway = str(first)
     cap = t.local.cpu_cap
-    head = net.network_address + first_free(t.provider)
+    head = ipaddress.ip_address(head_address(t))
     nodes = [
         NodeSpec("head", Role.HEAD, str(head), local_cpus(t.head.size, cap),
                  size=t.head.size),

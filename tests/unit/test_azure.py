@@ -247,3 +247,26 @@ def test_azure_plan_skips_the_addresses_azure_keeps(arm: dict[str, Any]) -> None
     conf = nic["properties"]["ipConfigurations"][0]["properties"]
     assert (conf["privateIPAllocationMethod"], conf["privateIPAddress"]) == ("Static",
                                                                              "10.42.0.4")
+
+
+def test_the_head_shares_its_shared_directory_with_compute_vms_over_nfs() -> None:
+    """Each VM has its own disk: the head exports the cluster's /shared directory to the
+    cluster's subnet, and a compute VM mounts it from the head's address at the same path
+    before it bootstraps (a job's directory and output are then on every node)."""
+    model, _ = load(EXAMPLE)
+    shared = cloudinit.shared_dir(model)
+    assert shared == "/var/lib/cloudhpc/clusters/hbdemo/shared"
+    head = yaml.safe_load(cloudinit.user_data(model, "head"))
+    exports = next(f for f in head["write_files"] if f["path"] == cloudinit.EXPORTS_PATH)
+    assert exports["content"].split() == [
+        shared, "10.42.0.0/22(rw,sync,no_subtree_check,no_root_squash)"]
+    assert head["runcmd"].index(["exportfs", "-ra"]) < len(head["runcmd"]) - 1
+    compute = yaml.safe_load(cloudinit.user_data(model, "compute", "hb"))
+    assert not any(f["path"] == cloudinit.EXPORTS_PATH for f in compute["write_files"])
+    head_address = make_plan(model.model_copy(update={"provider": "azure"})).head.address
+    mount = next(c for c in compute["runcmd"] if c[0] == "sh")[2]
+    assert f"mount -t nfs -o vers=4.2,hard {head_address}:{shared} {shared}" in mount
+    bootstrap = compute["runcmd"].index(
+        ["/opt/cloudhpc/bin/python", "-m", "cloudhpc.node.cloudinit", cloudinit.CONFIG_PATH])
+    assert compute["runcmd"].index(next(c for c in compute["runcmd"] if c[0] == "sh")) \
+        < bootstrap

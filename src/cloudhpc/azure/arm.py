@@ -70,11 +70,12 @@ def custom_data(t: Template, role: str, nodeset: str | None = None) -> str:
 
 
 def _os_profile(t: Template, computer: str, key: str, role: str,
-                nodeset: str | None) -> dict[str, Any]:
+                nodeset: str | None, data: str | None = None) -> dict[str, Any]:
+    """DATA: the custom data expression when the caller has it already."""
     return {
         key: computer,
         "adminUsername": "[parameters('adminUsername')]",
-        "customData": custom_data(t, role, nodeset),
+        "customData": data or custom_data(t, role, nodeset),
         "linuxConfiguration": {
             "disablePasswordAuthentication": True,
             "ssh": {"publicKeys": [{
@@ -177,11 +178,12 @@ def _nodeset(t: Template, n: dict[str, str], ns: NodeSet, plan: Plan) -> list[di
     nodes the same way when Slurm powers them up."""
     vnet = _rid("Microsoft.Network/virtualNetworks", n["vnet"])
     name = f"{t.name}-{ns.name}"
+    data = custom_data(t, "compute", ns.name)  # the same for all of the node set's VMs
     props: dict[str, Any] = {
         "orchestrationMode": "Flexible",
         "platformFaultDomainCount": 1,
         "virtualMachineProfile": {
-            "osProfile": _os_profile(t, ns.name, "computerNamePrefix", "compute", ns.name),
+            "osProfile": _os_profile(t, ns.name, "computerNamePrefix", "compute", ns.name, data),
             "storageProfile": {"imageReference": _image(t),
                                "osDisk": {"createOption": "FromImage",
                                           "managedDisk": {
@@ -212,18 +214,18 @@ def _nodeset(t: Template, n: dict[str, str], ns: NodeSet, plan: Plan) -> list[di
     vmss = _rid("Microsoft.Compute/virtualMachineScaleSets", f"{name}-vmss")
     for node in plan.compute():
         if node.nodeset == ns.name and not node.dynamic:
-            out += _static_node(t, n, ns, node, vmss, ppg)
+            out += _static_node(t, n, ns, node, vmss, ppg, data)
     return out
 
 
 def _static_node(t: Template, n: dict[str, str], ns: NodeSet, node: NodeSpec, vmss: str,
-                 ppg: str | None) -> list[dict[str, Any]]:
+                 ppg: str | None, data: str) -> list[dict[str, Any]]:
     """A NIC at the plan's address and a VM named after the Slurm node, in the scale set."""
     nic = _rid("Microsoft.Network/networkInterfaces", f"{node.name}-nic")
     vm: dict[str, Any] = {
         "virtualMachineScaleSet": {"id": vmss},
         "hardwareProfile": {"vmSize": ns.size},
-        "osProfile": _os_profile(t, node.name, "computerName", "compute", ns.name),
+        "osProfile": _os_profile(t, node.name, "computerName", "compute", ns.name, data),
         "storageProfile": {"imageReference": _image(t),
                            "osDisk": {"createOption": "FromImage", "deleteOption": "Delete",
                                       "managedDisk": {"storageAccountType": "Premium_LRS"}}},
