@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -124,3 +125,100 @@ def test_user_prolog_makes_the_jobs_user_on_a_vm_with_its_own_user_database(
     assert passwd.startswith("cht-vmuser:x:42424:42424:") and passwd.endswith(":/bin/bash")
     assert group.startswith("cht-vmuser:x:42424:")
     assert subprocess.run(["getent", "passwd", "cht-vmuser"]).returncode == 2  # not here
+
+
+def _custom_data(vm: dict[str, Any], secrets: dict[str, str]) -> dict[str, Any]:
+    text = base64.b64decode(decode_custom_data(vm["properties"]["osProfile"]["customData"],
+                                               secrets)).decode()
+    doc: dict[str, Any] = yaml.safe_load(text)
+    return doc
+
+
+def _write_files(doc: dict[str, Any], etc: Path) -> Path:
+    """The files cloud-init would write to /etc/cloudhpc, into ETC; the config's path."""
+    etc.mkdir()
+    for f in doc["write_files"]:
+        if f["path"].startswith("/etc/cloudhpc/"):
+            path = etc / Path(f["path"]).name
+            path.write_text(f["content"])
+            path.chmod(int(f["permissions"], 8))
+    return etc / "cluster.json"
+
+
+@pytest.fixture()
+def two_vms(home: Path) -> Iterator[tuple[str, str]]:
+    """The head's and cn-1's network namespaces joined by a veth pair, at their plan
+    addresses, as the two VMs' NICs on the cluster's subnet would be."""
+    model, _ = load(TEMPLATE)
+    plan = make_plan(model)
+    names = (NS, "t-cinit-cn-1")
+    try:
+        for ns in names:
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "link", "add", "tcinit0", "netns", names[0], "type", "veth",
+                        "peer", "name", "tcinit1", "netns", names[1]], check=True)
+        for ns, dev, node in ((names[0], "tcinit0", "head"), (names[1], "tcinit1", "cn-1")):
+            address = plan.node(node).address  # type: ignore[union-attr]
+            subprocess.run(["ip", "-n", ns, "addr", "add", f"{address}/24", "dev", dev],
+                           check=True)
+            subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
+        yield names
+    finally:
+        for ns in names:
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                                  text=True).stdout.split()
+            for pid in pids:
+                subprocess.run(["kill", "-9", pid], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_a_min_node_bootstraps_from_its_custom_data_and_runs_jobs(
+        two_vms: tuple[str, str], tmp_path: Path) -> None:
+    """The static node cn-1 of the exported template (a named VM in its scale set) boots
+    from its own custom data: /shared mounted from the head first (a bind mount stands for
+    the NFS mount, in the same order), then the bootstrap; its slurmd registers with the
+    head's slurmctld over the subnet and a job runs on it, through Slurm's Prolog, and sees
+    what the head put in /shared."""
+    model, _ = load(TEMPLATE)
+    arm, _ = export(model)
+    vms = {r["name"]: r for r in arm["resources"]
+           if r["type"] == "Microsoft.Compute/virtualMachines"}
+    secrets = {"mungeKey": base64.b64encode(os.urandom(1024)).decode(),
+               "clusterToken": "t0k3n"}
+    head_doc = _custom_data(vms["t-cinit-head"], secrets)
+    cn_doc = _custom_data(vms["cn-1"], secrets)
+    mount = next(c for c in cn_doc["runcmd"] if c[0] == "sh")[2]
+    assert mount.startswith("until mount -t nfs")
+    head_shared = tmp_path / "vm-head" / "clusters" / "t-cinit" / "shared"
+    for ns, doc, node in ((two_vms[0], head_doc, "head"), (two_vms[1], cn_doc, "cn-1")):
+        config = _write_files(doc, tmp_path / f"etc-{node}")
+        state = tmp_path / f"vm-{node}"  # each VM its own disk
+        shared = state / "clusters" / "t-cinit" / "shared"
+        shared.mkdir(parents=True)
+        step = f"exec {sys.executable} -m cloudhpc.node.cloudinit {config} {node}"
+        if node != "head":  # the NFS mount of the head's /shared, before the bootstrap
+            step = f"mount --bind {head_shared} {shared} && {step}"
+        subprocess.run(["setsid", "-f", "nsenter", f"--net=/run/netns/{ns}", "unshare",
+                        "--mount", "--propagation", "private", "--uts", "--", "sh", "-c",
+                        step], env={**os.environ, "CLOUDHPC_HOME": str(state)}, check=True)
+    head_dir = tmp_path / "vm-head" / "clusters" / "t-cinit" / "nodes" / "head"
+    deadline = time.monotonic() + 60
+    while not (head_dir / "run" / "supervisor.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = (head_dir / "run" / "supervisor.pid").read_text().strip()
+    enter = ["nsenter", f"--target={pid}", "--net", "--mount", "--uts", "--"]
+    state = ""
+    while time.monotonic() < deadline:
+        state = subprocess.run([*enter, "sinfo", "-h", "-n", "cn-1", "-o", "%T"],
+                               capture_output=True, text=True).stdout.strip()
+        if state == "idle":
+            break
+        time.sleep(0.5)
+    assert state == "idle", (tmp_path / "vm-cn-1" / "clusters" / "t-cinit" / "nodes" /
+                             "cn-1" / "logs" / "supervisor.log").read_text()[-2000:]
+    (head_shared / "from-head").write_text("hi")
+    out = subprocess.run([*enter, "srun", "-N1", "-w", "cn-1", "sh", "-c",
+                          "hostname; cat /shared/from-head"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["cn-1", "hi"], out.stderr
