@@ -188,6 +188,8 @@ def _azure(**changes: Any) -> dict[str, Any]:
      "PUBLISHER:OFFER:SKU:VERSION"),
     (_azure(azure={"admin_user": "root"}), Level.ERROR, ("azure", "admin_user"),
      "cannot be"),
+    (_azure(compute={"rdma": False, "size": "Standard_D2s_v5", "min": 381, "max": 400}),
+     Level.ERROR, ("compute", 0, "min"), "ARM template deploys at most 380"),
 ])
 def test_azure_validation(data: dict[str, Any], level: Level, path: tuple[Any, ...],
                           words: str) -> None:
@@ -195,6 +197,14 @@ def test_azure_validation(data: dict[str, Any], level: Level, path: tuple[Any, .
     hits = [f for f in findings if f.path == path]
     assert hits and hits[0].level is level and words in hits[0].message, findings
     assert hits[0].hint
+
+
+def test_the_most_static_nodes_validation_allows_fit_in_one_arm_template() -> None:
+    model, findings = check(_azure(compute={"rdma": False, "size": "Standard_D2s_v5",
+                                            "min": 380, "max": 400}))
+    assert model is not None and not [f for f in findings if f.level is Level.ERROR]
+    arm, _ = export(model)
+    assert len(arm["resources"]) <= 800 and lint(arm) == []
 
 
 def test_azure_checks_do_not_apply_to_local_clusters() -> None:
