@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import pathlib
 import tempfile
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from cloudhpc.jobs.model import Job
 
 WORKERS = 2
+WARM_AFTER = 5.0  # seconds
 
 
 class WorkerError(CloudHPCError):
@@ -111,11 +113,21 @@ class Workers:
                                          self.cluster.name, self.cluster.on_head))
 
     def start(self) -> None:
-        """Start the workers now (each imports cloudhpc: about a second of CPU), not at the
-        first requests."""
+        """Start the workers (each imports cloudhpc: about a second of CPU) a few seconds
+        after the API, not beside a cluster's boot nor at the first requests."""
         self._pool = self._new_pool()
-        for _ in range(self.processes):
-            self._pool.submit(_warm)
+        timer = threading.Timer(WARM_AFTER, self._warm)
+        timer.daemon = True
+        timer.start()
+
+    def _warm(self) -> None:
+        pool = self._pool
+        try:
+            for _ in range(self.processes):
+                if pool is not None:
+                    pool.submit(_warm)
+        except RuntimeError:
+            pass  # the API stopped meanwhile
 
     def stop(self) -> None:
         if self._pool is not None:
