@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import pathlib
 import tempfile
-import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
     from cloudhpc.jobs.model import Job
 
 WORKERS = 2
-WARM_AFTER = 5.0  # seconds
 
 
 class WorkerError(CloudHPCError):
@@ -84,10 +82,6 @@ def _cancel(cluster: Cluster, job_id: int) -> None:
     cluster.cancel(job_id)
 
 
-def _warm() -> None:
-    """Nothing: makes the pool start a worker process."""
-
-
 CALLS: dict[str, Callable[..., Any]] = {"submit": _submit, "job": _job, "logs": _logs,
                                         "cancel": _cancel}
 
@@ -113,21 +107,9 @@ class Workers:
                                          self.cluster.name, self.cluster.on_head))
 
     def start(self) -> None:
-        """Start the workers (each imports cloudhpc: about a second of CPU) a few seconds
-        after the API, not beside a cluster's boot nor at the first requests."""
+        """The workers start at the first request that needs one (each imports cloudhpc:
+        about a second of CPU), so an idle cluster's API costs nothing for them."""
         self._pool = self._new_pool()
-        timer = threading.Timer(WARM_AFTER, self._warm)
-        timer.daemon = True
-        timer.start()
-
-    def _warm(self) -> None:
-        pool = self._pool
-        try:
-            for _ in range(self.processes):
-                if pool is not None:
-                    pool.submit(_warm)
-        except RuntimeError:
-            pass  # the API stopped meanwhile
 
     def stop(self) -> None:
         if self._pool is not None:
