@@ -17,7 +17,7 @@ import yaml
 from cloudhpc.cluster import Cluster
 from cloudhpc.plan import short_id
 
-from .conftest import template
+from tests.conftest import template
 
 ROOT = Path(__file__).resolve().parents[2]
 

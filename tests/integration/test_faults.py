@@ -21,7 +21,7 @@ from cloudhpc.providers.local import processes
 from cloudhpc.runner import Result, Runner
 from cloudhpc.state import Store
 
-from .conftest import template
+from tests.conftest import template
 
 
 class FailingRunner(Runner):

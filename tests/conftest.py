@@ -16,13 +16,14 @@ from cloudhpc.plan import short_id
 from cloudhpc.state import Store
 
 PREFIX = "t-"
-TEST_CLUSTERS = ["t-main", "t-two", "t-fail", "t-heal", "t-cli", "t-auto", "t-web", "t-cinit"]
+TEST_CLUSTERS = ["t-main", "t-two", "t-fail", "t-heal", "t-cli", "t-auto", "t-web", "t-cinit",
+                 "t-sec", "t-int", "t-tok"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if os.geteuid() != 0:
         for item in items:
-            if "integration" in str(item.fspath):
+            if "integration" in str(item.fspath) or "security" in str(item.fspath):
                 item.add_marker(pytest.mark.skip(reason="integration tests need root"))
 
 
