@@ -77,6 +77,12 @@ class Cluster:
     def name(self) -> str:
         return self.record.name
 
+    @property
+    def api_url(self) -> str:
+        """The head's REST API (https with the cluster's own certificate unless the
+        template turned it off)."""
+        return self.plan.api_url
+
     # -- lookup -------------------------------------------------------------------------
     @classmethod
     def get(cls, name: str | None = None, store: Store | None = None) -> Cluster:
@@ -138,16 +144,21 @@ class Cluster:
                 lifecycle.bring_up(cluster.plan, cluster.dir, cluster.provider, cluster.slurm,
                                    template.model_dump_json(), progress or lifecycle._noop)
             except BaseException:
-                store.delete_cluster(template.name)
+                # the rollback removed what it could; the record goes only if it all went,
+                # so that `down NAME` can finish the job after a second Ctrl-C
+                if not cluster.provider.leftovers() and not cluster.dir.root.exists():
+                    store.delete_cluster(template.name)
+                else:
+                    store.set_status(template.name, "failed")
                 raise
             store.set_status(template.name, "running")
             return cluster
 
     def down(self) -> None:
-        with lifecycle.host_lock():
+        with lifecycle.host_lock(), lifecycle.no_interrupts():
             self.store.set_status(self.name, "deleting")
             lifecycle.tear_down(self.plan, self.dir, self.provider)
-            self.store.delete_cluster(self.name)
+            self.store.delete_cluster(self.name)  # its tokens, containers and jobs go too
 
     def healthy(self) -> bool:
         nodes = self.provider.nodes()
@@ -183,6 +194,16 @@ class Cluster:
         if self.on_head:  # already in the head's namespaces (its API daemon): no nsenter
             return self.runner.run(argv, env=NODE_ENV, timeout=60)
         return self.runner.run(self.node_argv("head", argv), env=NODE_ENV, timeout=60)
+
+    def exec_head_unchecked(self, argv: Sequence[str]) -> Result:
+        """Run argv on the head node; a failure is returned, not raised."""
+        try:
+            if self.on_head:
+                return self.runner.run(argv, env=NODE_ENV, timeout=60, check=False)
+            return self.runner.run(self.node_argv("head", argv), env=NODE_ENV, timeout=60,
+                                   check=False)
+        except CloudHPCError as exc:
+            return Result(list(argv), -1, "", exc.message)
 
     def status(self) -> list[NodeStatus]:
         self._local_only()
@@ -276,7 +297,8 @@ class Cluster:
                name: str | None = None, wait: bool = False,
                timeout: float | None = None, stage_in: Sequence[str | StageIn] = (),
                stage_out: Sequence[str | StageOut] = (), exe: Sequence[str] = (),
-               user: str | None = None, describe: bool = True) -> Job:
+               user: str | None = None, describe: bool = True, admin: bool = False,
+               token: str = "", time_limit: int | None = None) -> Job:
         """Submit a batch script. stage_in: 'blob://CONTAINER/PATH[:DEST]' fetched into the
         job's directory before it starts; stage_out: 'SRC:blob://CONTAINER/PATH' stored
         after it ends (also when it failed); exe: programs in blob storage fetched once into
@@ -285,7 +307,8 @@ class Cluster:
                                    ntasks_per_node=ntasks_per_node, partition=partition,
                                    name=name, wait=wait, timeout=timeout, stage_in=stage_in,
                                    stage_out=stage_out, exe=exe, user=user,
-                                   describe=describe)
+                                   describe=describe, admin=admin, token=token,
+                                   time_limit=time_limit)
 
     @property
     def storage(self) -> BlobStore:

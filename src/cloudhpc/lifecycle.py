@@ -5,7 +5,9 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +17,7 @@ from cloudhpc.node import bootstrap
 from cloudhpc.paths import ClusterDir, home
 from cloudhpc.plan import Plan
 from cloudhpc.providers.local import LocalProvider
-from cloudhpc.runner import require_programs
+from cloudhpc.runner import Runner, require_programs
 from cloudhpc.slurm.client import SlurmClient
 from cloudhpc.storage.account import PORT as BLOB_PORT
 
@@ -49,6 +51,60 @@ def _noop(step: str, done: int, total: int) -> None:
     pass
 
 
+@contextmanager
+def no_interrupts() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM wait until the block is done: removing a cluster half
+    way leaves namespaces and processes nobody tracks. Outside the main thread, a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = {sig: signal.signal(sig, lambda n, _f: got.append(n))
+           for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if got:
+            raise KeyboardInterrupt
+
+
+def remove_leftovers(name: str, cdir: ClusterDir, others: list[str],
+                     runner: Runner | None = None) -> list[str]:
+    """Whatever a cluster NAME left without a record (a second Ctrl-C during `up` once
+    removed the record first): its nodes' namespaces and processes, its links, its state
+    directory. Returns what was removed."""
+    from cloudhpc.plan import short_id
+    from cloudhpc.providers.local import processes
+    from cloudhpc.providers.local.network import NETNS_DIR
+
+    removed: list[str] = []
+    sid = short_id(name)
+    spaces = sorted(p.name for p in NETNS_DIR.glob("*")) if NETNS_DIR.exists() else []
+    # NAME-node, but not a node of another cluster whose name begins with NAME-
+    mine = [ns for ns in spaces if ns.startswith(f"{name}-")
+            and not any(ns.startswith(f"{o}-") for o in others if o.startswith(f"{name}-"))]
+    processes.stop_namespaces(mine)
+    run = runner or Runner()
+    for ns in mine:
+        run.run(["ip", "netns", "delete", ns], check=False)
+        removed.append(f"namespace {ns}")
+    processes.stop_pid(processes.read_pid(cdir.control / "run" / "supervisor.pid"))
+    processes.stop_pid(processes.read_pid(cdir.control / "run" / "control.pid"))
+    links = run.run(["ip", "-o", "link", "show"], check=False).stdout
+    for row in links.splitlines():
+        parts = row.split(":")
+        link = parts[1].strip().split("@")[0] if len(parts) > 1 else ""
+        if link.startswith((f"chb{sid}", f"chv{sid}")):
+            run.run(["ip", "link", "delete", link], check=False)
+            removed.append(f"link {link}")
+    if cdir.root.exists():
+        shutil.rmtree(cdir.root, ignore_errors=True)
+        removed.append(f"directory {cdir.root}")
+    return removed
+
+
 def bring_up(plan: Plan, cdir: ClusterDir, provider: LocalProvider, slurm: SlurmClient,
              template_json: str, progress: Progress = _noop, timeout: float = 60.0,
              cleanup: bool = True) -> None:
@@ -74,7 +130,8 @@ def bring_up(plan: Plan, cdir: ClusterDir, provider: LocalProvider, slurm: Slurm
         progress("ready", len(STEPS), len(STEPS))
     except BaseException as exc:
         if cleanup:
-            tear_down(plan, cdir, provider)
+            with no_interrupts():  # a second Ctrl-C must not stop the rollback half way
+                tear_down(plan, cdir, provider)
         if isinstance(exc, ProvisionError):
             raise
         if isinstance(exc, CloudHPCError):

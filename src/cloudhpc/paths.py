@@ -32,6 +32,25 @@ class ClusterDir:
         return self.root / "shared"
 
     @property
+    def homes(self) -> Path:
+        """Users' homes: /home inside every node of the cluster."""
+        return self.root / "home"
+
+    @property
+    def jobs_meta(self) -> Path:
+        """cloudhpc's own record of each job (staging request, tokens, program checksums):
+        in /shared, so every node sees it, but where no job can write."""
+        return self.shared / ".cloudhpc" / "jobs"
+
+    @property
+    def exe_cache(self) -> Path:
+        return self.shared / ".cloudhpc" / "exe"
+
+    @property
+    def api_cert(self) -> Path:
+        return self.etc / "api.crt"
+
+    @property
     def etc(self) -> Path:
         return self.root / "etc"
 
@@ -71,4 +90,6 @@ class ClusterDir:
         """Map a cluster-wide path as a node sees it (/shared/...) to this machine's path."""
         if node_path == "/shared" or node_path.startswith("/shared/"):
             return self.shared / node_path[len("/shared/"):]
+        if node_path == "/home" or node_path.startswith("/home/"):
+            return self.homes / node_path[len("/home/"):]
         return None

@@ -69,6 +69,11 @@ class Plan:
     nodesets: list[NodeSetPlan] = field(default_factory=list)
     blob: bool = True
     provider: str = "local"
+    api_https: bool = True
+
+    @property
+    def api_url(self) -> str:
+        return f"{'https' if self.api_https else 'http'}://{self.head.address}:8443"
 
     @property
     def prefixlen(self) -> int:
@@ -146,4 +151,4 @@ def make_plan(t: Template) -> Plan:
     partitions = [Partition(name, names, default=k == 0)
                   for k, (name, names) in enumerate(members.items())]
     return Plan(t.name, str(net), gateway, t.network.mtu, nodes, partitions, short_id(t.name),
-                sets, blob=t.storage.blob.enabled, provider=t.provider)
+                sets, blob=t.storage.blob.enabled, provider=t.provider, api_https=t.api.https)

@@ -56,7 +56,8 @@ class Runner:
             full_env.update(env)
         try:
             proc = subprocess.run(
-                argv, input=input, capture_output=True, text=True, env=full_env, timeout=timeout
+                argv, input=input, capture_output=True, text=True, env=full_env, timeout=timeout,
+                encoding="utf-8", errors="surrogateescape"
             )
         except FileNotFoundError:
             raise MissingPackageError(argv[0], PACKAGES.get(argv[0], argv[0])) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -21,6 +22,10 @@ CREATE TABLE IF NOT EXISTS jobs (
   cluster TEXT NOT NULL, job_id INTEGER NOT NULL, script TEXT NOT NULL, workdir TEXT NOT NULL,
   stdout TEXT NOT NULL, submitted REAL NOT NULL, PRIMARY KEY (cluster, job_id));
 """
+# columns added after the first release: (table, column, declaration)
+MIGRATIONS = [("clusters", "instance", "TEXT NOT NULL DEFAULT ''"),
+              ("jobs", "uid", "INTEGER NOT NULL DEFAULT 0"),
+              ("jobs", "token", "TEXT NOT NULL DEFAULT ''")]
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class ClusterRecord:
     template: dict[str, Any]
     cidr: str
     created: float
+    instance: str = ""  # made at each `up`: tokens belong to one instance of a name
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class JobRecord:
     workdir: str
     stdout: str
     submitted: float
+    uid: int = 0  # who owns the job: decided by cloudhpc at submission, never from Slurm text
+    token: str = ""  # the API token that submitted it ("" from the CLI)
 
 
 class Store:
@@ -47,6 +55,10 @@ class Store:
         self.path = path or home() / "state.db"
         with self.connect() as db:
             db.executescript(SCHEMA)
+            for table, column, decl in MIGRATIONS:
+                have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -63,10 +75,12 @@ class Store:
         now = time.time()
         with self.connect() as db:
             db.execute(
-                "INSERT INTO clusters VALUES (?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+                "INSERT INTO clusters (name, provider, status, template, cidr, created, updated,"
+                " instance) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
                 "status=excluded.status, template=excluded.template, cidr=excluded.cidr, "
                 "updated=excluded.updated",
-                (name, provider, status, json.dumps(template), cidr, now, now))
+                (name, provider, status, json.dumps(template), cidr, now, now,
+                 secrets.token_hex(16)))
 
     def set_status(self, name: str, status: str) -> None:
         with self.connect() as db:
@@ -77,23 +91,48 @@ class Store:
         with self.connect() as db:
             db.execute("DELETE FROM clusters WHERE name=?", (name,))
             db.execute("DELETE FROM jobs WHERE cluster=?", (name,))
+            for table in ("tokens", "containers", "grants", "policies"):  # made by others
+                if db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (table,)).fetchone():
+                    db.execute(f"DELETE FROM {table} WHERE cluster=?", (name,))
 
     def clusters(self) -> list[ClusterRecord]:
         with self.connect() as db:
-            rows = db.execute("SELECT name, provider, status, template, cidr, created "
+            rows = db.execute("SELECT name, provider, status, template, cidr, created, instance "
                               "FROM clusters ORDER BY name").fetchall()
-        return [ClusterRecord(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+        return [ClusterRecord(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6])
+                for r in rows]
 
     def cluster(self, name: str) -> ClusterRecord | None:
         return next((c for c in self.clusters() if c.name == name), None)
 
     def add_job(self, cluster: str, job: JobRecord) -> None:
         with self.connect() as db:
-            db.execute("INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?)",
-                       (cluster, job.job_id, job.script, job.workdir, job.stdout, job.submitted))
+            db.execute("INSERT OR REPLACE INTO jobs (cluster, job_id, script, workdir, stdout, "
+                       "submitted, uid, token) VALUES (?,?,?,?,?,?,?,?)",
+                       (cluster, job.job_id, job.script, job.workdir, job.stdout,
+                        job.submitted, job.uid, job.token))
 
     def job(self, cluster: str, job_id: int) -> JobRecord | None:
         with self.connect() as db:
-            row = db.execute("SELECT job_id, script, workdir, stdout, submitted FROM jobs "
-                             "WHERE cluster=? AND job_id=?", (cluster, job_id)).fetchone()
+            row = db.execute("SELECT job_id, script, workdir, stdout, submitted, uid, token "
+                             "FROM jobs WHERE cluster=? AND job_id=?",
+                             (cluster, job_id)).fetchone()
         return JobRecord(*row) if row else None
+
+    def job_owners(self, cluster: str) -> dict[int, int]:
+        """uid of every job cloudhpc submitted (the authority on who owns a job)."""
+        with self.connect() as db:
+            rows = db.execute("SELECT job_id, uid FROM jobs WHERE cluster=?", (cluster,))
+            return {r[0]: r[1] for r in rows}
+
+    def job_records(self, cluster: str, job_ids: list[int]) -> dict[int, JobRecord]:
+        out: dict[int, JobRecord] = {}
+        with self.connect() as db:
+            for start in range(0, len(job_ids), 500):
+                chunk = job_ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in db.execute(
+                        "SELECT job_id, script, workdir, stdout, submitted, uid, token FROM "
+                        f"jobs WHERE cluster=? AND job_id IN ({marks})", (cluster, *chunk)):
+                    out[row[0]] = JobRecord(*row)
+        return out

@@ -8,6 +8,7 @@ import os
 import pwd
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,19 +24,19 @@ from cloudhpc.errors import JobError
 from cloudhpc.jobs.model import JobState
 
 ROOT = Path(__file__).resolve().parents[2]
-USERS = ["cht-alice", "cht-bob", "cht-fuzz"]
+USERS = ["cht-alice", "cht-bob", "cht-fuzz", "cht-admin"]
 
 
 @pytest.fixture(scope="module")
 def api(cluster: Cluster) -> Iterator[dict[str, Any]]:
     """The API's URL and tokens for an admin and three users; the users are removed after."""
     store = TokenStore(cluster.store.path)
-    tokens = {"admin": store.create(cluster.name, "root", admin=True)[1]}
-    for user in USERS:
+    tokens = {"admin": store.create(cluster.name, "cht-admin", admin=True)[1]}
+    for user in USERS[:3]:
         tokens[user] = store.create(cluster.name, user)[1]
     try:
-        yield {"url": f"http://{cluster.plan.head.address}:8443", "tokens": tokens,
-               "store": store}
+        yield {"url": cluster.api_url, "tokens": tokens, "store": store,
+               "cert": str(cluster.dir.api_cert)}
     finally:
         for user in USERS:
             subprocess.run(["userdel", user], capture_output=True)
@@ -48,11 +49,12 @@ def client(api: dict[str, Any], who: str) -> RemoteCluster:
 def raw(api: dict[str, Any], method: str, path: str, token: str | None = None,
         **kwargs: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.request(method, api["url"] + path, headers=headers, timeout=30, **kwargs)
+    return httpx.request(method, api["url"] + path, headers=headers, timeout=30,
+                         verify=api["cert"], **kwargs)
 
 
 def routes(api: dict[str, Any]) -> list[tuple[str, str]]:
-    spec = raw(api, "GET", "/openapi.json").json()
+    spec = raw(api, "GET", "/openapi.json", api["tokens"]["admin"]).json()
     return [(method.upper(), path.replace("{job_id}", "1"))
             for path, ops in spec["paths"].items() for method in ops]
 
@@ -65,7 +67,8 @@ def test_every_route_needs_a_valid_token(api: dict[str, Any]) -> None:
         if path == "/healthz":
             continue
         for token in (None, "chpc_00000000_not-a-real-token-at-all-xyz", "garbage"):
-            res = raw(api, method, path, token, json={"script": "true"})
+            res = raw(api, method, path.replace("{name}", "box"), token,
+                      json={"script": "true"})
             assert res.status_code == 401, (method, path, token, res.text)
             assert res.headers.get("www-authenticate") == "Bearer"
 
@@ -107,11 +110,16 @@ def test_jobs_run_as_the_token_user_and_others_get_403(api: dict[str, Any]) -> N
 
 def test_staged_job_of_a_user_gets_container_tokens_not_the_key(
         cluster: Cluster, api: dict[str, Any], tmp_path: Path) -> None:
+    from cloudhpc.storage.access import ROOT as ADMIN
+    from cloudhpc.storage.access import ContainerAccess
     from cloudhpc.storage.urls import parse_blob_url
 
     store = cluster.storage
     store.put(ROOT / "examples/jobs/words.txt", parse_blob_url("blob://apidata/words.txt"))
     store.mkdir("apiresults")
+    access = ContainerAccess(cluster.store, cluster.name)
+    access.grant(ADMIN, "apidata", "cht-alice", False)
+    access.grant(ADMIN, "apiresults", "cht-alice", True)
     alice = client(api, "cht-alice")
     job = alice.submit(ROOT / "examples/jobs/wordcount.sh",
                        stage_in=["blob://apidata/words.txt:input/words.txt"],
@@ -119,10 +127,10 @@ def test_staged_job_of_a_user_gets_container_tokens_not_the_key(
                        wait=True, timeout=120)
     assert job.state is JobState.COMPLETED, alice.logs(job.job_id)
     assert job.user == "cht-alice"
-    host = cluster.dir.host_path(job.workdir)
-    assert host is not None
-    credential = json.loads((host / ".cloudhpc" / "credential.json").read_text())
-    assert set(credential["sas"]) == {"apidata", "apiresults"}
+    meta = cluster.dir.jobs_meta / Path(job.workdir).name
+    credential = json.loads((meta / "credential.json").read_text())
+    assert set(credential["sas"]) == {"blob://apidata/words.txt",
+                                      "blob://apiresults/alice/result.txt"}
     assert "key" not in credential
     got = tmp_path / "r.txt"
     store.get(parse_blob_url("blob://apiresults/alice/result.txt"), got)
@@ -182,9 +190,12 @@ def test_api_killed_comes_back_and_keeps_accepted_jobs(cluster: Cluster,
 def test_fuzz_no_server_errors(api: dict[str, Any]) -> None:
     """Schemathesis generates requests from the OpenAPI spec (as an unprivileged user, so
     fuzzed scripts cannot act as root): no 5xx and no traceback in any response."""
+    schema = Path(tempfile.mkdtemp()) / "openapi.json"  # the schema needs a token itself
+    schema.write_text(raw(api, "GET", "/openapi.json", api["tokens"]["cht-fuzz"]).text)
     res = subprocess.run(
-        [str(Path(sys.executable).with_name("schemathesis")), "run",
-         api["url"] + "/openapi.json", "--checks", "not_a_server_error",
+        [str(Path(sys.executable).with_name("schemathesis")), "run", str(schema),
+         "--base-url", api["url"], "--request-tls-verify", api["cert"],
+         "--checks", "not_a_server_error",
          "-H", f"Authorization: Bearer {api['tokens']['cht-fuzz']}", "--max-examples", "15",
          "--request-timeout", "30", "--generation-deterministic", "--no-color"],
         capture_output=True, text=True, timeout=600)

@@ -16,7 +16,6 @@ import yaml
 
 from cloudhpc.cluster import Cluster
 from cloudhpc.plan import short_id
-
 from tests.conftest import template
 
 ROOT = Path(__file__).resolve().parents[2]

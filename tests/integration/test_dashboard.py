@@ -42,15 +42,19 @@ def page() -> Iterator[Page]:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            yield browser.new_page(viewport={"width": 1280, "height": 900})
+            # the API's certificate is the cluster's own (no CA the browser knows)
+            yield browser.new_page(viewport={"width": 1280, "height": 900},
+                                   ignore_https_errors=True)
         finally:
             browser.close()
 
 
 def test_dashboard_shows_a_cluster_scaling_up_and_down(web_cluster: Cluster,
                                                        page: Page) -> None:
-    url = f"http://{web_cluster.plan.head.address}:8443"
-    _, token = TokenStore(web_cluster.store.path).create(web_cluster.name, "root", admin=True)
+    url = web_cluster.api_url
+    cert = str(web_cluster.dir.api_cert)
+    _, token = TokenStore(web_cluster.store.path).create(web_cluster.name, "cht-webadm",
+                                                         admin=True)
     page.goto(url + "/")
     page.fill("#token", "chpc_00000000_wrong-token-wrong-token")
     page.click("#login-form button")
@@ -82,9 +86,9 @@ def test_dashboard_shows_a_cluster_scaling_up_and_down(web_cluster: Cluster,
     page.screenshot(path=str(SHOTS / "04-scaled-down.png"), full_page=True)
 
     samples: list[dict[str, Any]] = httpx.get(
-        url + "/api/metrics", headers={"Authorization": f"Bearer {token}"}).json()
+        url + "/api/metrics", headers={"Authorization": f"Bearer {token}"}, verify=cert).json()
     dyn = [s["nodes_up"].get("dyn", 0) for s in samples]
     assert 2 in dyn and dyn[-1] == 0 and dyn.index(2) < len(dyn) - 1
     logs = httpx.get(f"{url}/api/jobs/{job}/logs",
-                     headers={"Authorization": f"Bearer {token}"}).json()["output"]
+                     headers={"Authorization": f"Bearer {token}"}, verify=cert).json()["output"]
     assert "from-the-browser" in logs

@@ -20,7 +20,6 @@ from cloudhpc.plan import short_id
 from cloudhpc.providers.local import processes
 from cloudhpc.runner import Result, Runner
 from cloudhpc.state import Store
-
 from tests.conftest import template
 
 

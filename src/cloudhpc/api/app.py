@@ -7,6 +7,8 @@ once Slurm has accepted the job (sbatch returned its id), so an accepted job is 
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures, whose
 # dependencies are local to create_app.
+import dataclasses
+import pwd
 import time
 from importlib import resources
 from typing import Annotated, Any
@@ -17,12 +19,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from cloudhpc.api.limits import BodyLimit
 from cloudhpc.api.tokens import Principal, TokenStore
-from cloudhpc.api.view import USER, ClusterView
+from cloudhpc.api.view import UID, ClusterView
 from cloudhpc.api.work import WorkerError, Workers
 from cloudhpc.cluster import Cluster
 from cloudhpc.errors import CloudHPCError, CommandError
 from cloudhpc.jobs.model import Job
+from cloudhpc.storage.access import AccessDenied, ContainerAccess
+from cloudhpc.storage.access import Who as StorageWho
 from cloudhpc.storage.urls import parse_blob_url
 
 bearer = HTTPBearer(auto_error=False)
@@ -42,6 +47,19 @@ class JobRequest(BaseModel):
                                  description="SRC:blob://CONTAINER/PATH")
     exe: list[str] = Field(default_factory=list, max_length=20,
                            description="programs in blob storage put on the job's PATH")
+    time_limit: int | None = Field(None, ge=1, le=525600,
+                                   description="minutes the job may run (Slurm's --time)")
+
+
+class ContainerRequest(BaseModel):
+    name: str = Field(pattern=r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$",
+                      description="3-63 lowercase letters, digits and single hyphens")
+
+
+class GrantRequest(BaseModel):
+    user: str = Field(pattern=r"^(\*|[a-z_][a-z0-9_-]{0,31})$",
+                      description="a user name, or * for every user of the cluster")
+    write: bool = False
 
 
 class JobList(BaseModel):
@@ -58,8 +76,10 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
                start_view: bool = True) -> FastAPI:
     view = view or ClusterView(cluster)
     workers = Workers(cluster)
+    # no /docs or /redoc (their pages load scripts from a CDN); the schema needs a token
     app = FastAPI(title=f"cloudhpc API of cluster {cluster.name}", version="1",
-                  description=__doc__)
+                  description=__doc__, docs_url=None, redoc_url=None, openapi_url=None)
+    access = ContainerAccess(cluster.store, cluster.name)
     if start_view:
         app.router.on_startup += [view.start, workers.start]
         app.router.on_shutdown += [view.stop, workers.stop]
@@ -73,6 +93,11 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
             return hit[0]
         who = tokens.verify(cluster.name, token)
         if who is not None:
+            try:
+                uid = pwd.getpwnam(who.user).pw_uid
+            except KeyError:
+                uid = -2  # made at its first submission; owns nothing yet
+            who = dataclasses.replace(who, uid=uid)
             if len(verified) > 10000:
                 verified.clear()
             verified[token] = (who, time.monotonic() + 5)
@@ -91,6 +116,14 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
 
     Who = Annotated[Principal, Depends(principal)]
 
+    def early_check(authorization: str | None) -> bool:
+        """The token check for requests with a body, before the body is read."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return False
+        return verify(authorization[7:].strip()) is not None
+
+    app.add_middleware(BodyLimit, check=early_check)
+
     JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Slurm job id")]
 
     async def find(job_id: int, who: Principal) -> Job | None:
@@ -99,13 +132,13 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
         meta = view.snapshot.meta.get(job_id)
         job = None
         if meta is not None:
-            user = meta[USER]
+            uid = meta[UID]
         else:
             job = await workers.call("job", job_id)
             if job is None:
                 raise HTTPException(404, f"no job {job_id}")
-            user = job.user
-        if not (who.admin or user == who.user):
+            uid = job.uid
+        if not (who.admin or (uid >= 0 and uid == who.uid)):
             raise HTTPException(403, f"job {job_id} belongs to another user")
         return job
 
@@ -156,8 +189,8 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
         snap = view.snapshot
         picked = snap.by_state.get(state, []) if state else snap.order
         if not who.admin:
-            meta = snap.meta
-            picked = [i for i in picked if meta[i][USER] == who.user]
+            meta, uid = snap.meta, who.uid
+            picked = [i for i in picked if meta[i][UID] == uid]
         page = b",".join(snap.json[i] for i in picked[offset:offset + limit])
         body = b'{"total":%d,"jobs":[%s]}' % (len(picked), page)
         return Response(body, media_type="application/json")
@@ -169,8 +202,8 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
         Unix user (created on the cluster if needed)."""
         options = {"nodes": req.nodes, "ntasks_per_node": req.ntasks_per_node,
                    "partition": req.partition, "stage_in": req.stage_in,
-                   "stage_out": req.stage_out, "exe": req.exe,
-                   "user": None if who.user == "root" else who.user}
+                   "stage_out": req.stage_out, "exe": req.exe, "user": who.user,
+                   "admin": who.admin, "token": who.token_id, "time_limit": req.time_limit}
         job: Job = await workers.call("submit", req.script, req.name, options)
         view.poke()
         return job
@@ -208,13 +241,48 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
         """Nodes up per node set and queue depth over time (the dashboard's plots)."""
         return list(view.samples)
 
-    @app.get("/api/storage", tags=["storage"], responses={400: {"model": Problem}})
+    def caller(who: Principal) -> StorageWho:
+        return StorageWho(who.user, who.admin)
+
+    @app.get("/api/storage", tags=["storage"],
+             responses={400: {"model": Problem}, 403: {"model": Problem}})
     def storage(who: Who, url: str | None = None) -> dict[str, Any]:
-        """Containers, or the blobs at blob://CONTAINER[/PATH]."""
+        """Containers you may read, or the blobs at blob://CONTAINER[/PATH]."""
         store = cluster.storage
         if url is None:
-            return {"containers": store.containers()}
-        return {"blobs": [e.__dict__ for e in store.ls(parse_blob_url(url))]}
+            return {"containers": access.visible(caller(who), store.containers())}
+        address = parse_blob_url(url)
+        if not access.can_read(caller(who), address.container):
+            raise HTTPException(403, f"container '{address.container}' is not yours")
+        return {"blobs": [e.__dict__ for e in store.ls(address)]}
+
+    @app.post("/api/storage/containers", status_code=201, tags=["storage"],
+              responses={400: {"model": Problem}, 409: {"model": Problem}})
+    def make_container(req: ContainerRequest, who: Who) -> dict[str, Any]:
+        """Create a container owned by the caller."""
+        owner = access.owner(req.name)
+        if owner is not None and owner != who.user:
+            raise HTTPException(409, f"container '{req.name}' exists and is not yours")
+        if owner is None and req.name in cluster.storage.containers():
+            raise HTTPException(409, f"container '{req.name}' exists and is not yours")
+        cluster.storage.mkdir(req.name)
+        access.record(req.name, who.user)
+        return {"name": req.name, "owner": who.user}
+
+    @app.post("/api/storage/containers/{name}/grants", status_code=201, tags=["storage"],
+              responses={403: {"model": Problem}})
+    def grant(name: Annotated[str, Path(pattern=r"^[a-z0-9-]{3,63}$")], req: GrantRequest,
+              who: Who) -> dict[str, Any]:
+        """Share a container you own with a user (or * for every user), read or write."""
+        try:
+            access.grant(caller(who), name, req.user, req.write)
+        except AccessDenied as exc:
+            raise HTTPException(403, exc.message) from None
+        return {"container": name, "user": req.user, "write": req.write}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(who: Who) -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     @app.get("/", include_in_schema=False)
     def index() -> HTMLResponse:

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -22,14 +25,56 @@ def _job(data: dict[str, Any]) -> Job:
     return Job(**{**fields, "state": JobState(data["state"])})
 
 
+def trust(url: str, fingerprint: str | None, ca: str | Path | None) -> ssl.SSLContext | bool:
+    parsed = urlsplit(url)
+    if parsed.scheme != "https":
+        return True
+    if ca is None and fingerprint:
+        from cloudhpc.api.tls import pinned_certificate
+
+        cache = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / \
+            "cloudhpc" / "certs"
+        ca = pinned_certificate(parsed.hostname or "", parsed.port or 443, fingerprint, cache)
+    if ca is None:
+        ca = _local_certificate(parsed.hostname or "")
+    if ca is None:
+        return True
+    return ssl.create_default_context(cafile=str(ca))
+
+
+def _local_certificate(host: str) -> Path | None:
+    """The certificate of a cluster of this machine whose head has this address."""
+    try:
+        from cloudhpc.paths import ClusterDir
+        from cloudhpc.plan import make_plan
+        from cloudhpc.state import Store
+        from cloudhpc.template import Template
+
+        store = Store()
+        for record in store.clusters():
+            plan = make_plan(Template.model_validate(record.template))
+            cert = ClusterDir.of(record.name, store.path.parent).api_cert
+            if plan.head.address == host and cert.exists():
+                return cert
+    except (OSError, ValueError, CloudHPCError):
+        return None
+    return None
+
+
 class RemoteCluster:
     """The same job operations as cloudhpc.Cluster, through a cluster's API."""
 
     def __init__(self, url: str, token: str, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, *,
+                 fingerprint: str | None = None, ca: str | Path | None = None) -> None:
+        """An https URL is verified against CA (a certificate file), else the certificate
+        whose SHA-256 FINGERPRINT the cluster's admin gave, else the certificate of a
+        cluster of this machine with that head address, else the system's CAs."""
         self.url = url.rstrip("/")
         self.name = self.url
+        verify = trust(self.url, fingerprint, ca)
         self.http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport,
+                                 verify=verify,
                                  headers={"Authorization": f"Bearer {token}"})
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -63,13 +108,14 @@ class RemoteCluster:
                ntasks_per_node: int | None = None, partition: str | None = None,
                name: str | None = None, stage_in: list[str] | None = None,
                stage_out: list[str] | None = None, exe: list[str] | None = None,
-               wait: bool = False, timeout: float | None = None) -> Job:
+               wait: bool = False, timeout: float | None = None,
+               time_limit: int | None = None) -> Job:
         path = Path(script)
         body: dict[str, Any] = {"script": path.read_text(), "name": name or path.stem,
                                 "stage_in": stage_in or [], "stage_out": stage_out or [],
                                 "exe": exe or []}
         for key, value in (("nodes", nodes), ("ntasks_per_node", ntasks_per_node),
-                           ("partition", partition)):
+                           ("partition", partition), ("time_limit", time_limit)):
             if value is not None:
                 body[key] = value
         job = _job(self._call("POST", "/api/jobs", json=body))

@@ -31,8 +31,11 @@ def main(argv: list[str]) -> int:
     # loaded at start-up again (full collections over a 10,000-job view cost tens of ms)
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    https = cluster.plan.api_https  # the certificate made at `up` (cloudhpc.api.tls)
     uvicorn.run(app, host=cluster.plan.head.address, port=PORT, log_level="warning",
-                access_log=False)
+                access_log=False,
+                ssl_certfile=str(root / "etc" / "api.crt") if https else None,
+                ssl_keyfile=str(root / "etc" / "api.key") if https else None)
     return 0
 
 

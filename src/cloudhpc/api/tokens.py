@@ -1,6 +1,8 @@
 """API tokens: `chpc_<id>_<secret>`; only a SHA-256 of the secret is stored (the secret is
-256 random bits, so a fast hash is enough), compared in constant time. A token belongs to a
-cluster and a Unix user; admins may act on every job, users only on their own."""
+256 random bits, so a fast hash is enough), compared in constant time. A token belongs to one
+instance of a cluster (an id made at each `up`: a token of a removed cluster never works on a
+new one of the same name, and `down` deletes them) and to an ordinary Unix user; admins may
+act on every job, users only on their own. No token runs jobs as root or a system account."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from cloudhpc.errors import CloudHPCError
+from cloudhpc.jobs.users import check_ordinary
 from cloudhpc.state import Store
 
 SCHEMA = """
@@ -20,8 +23,7 @@ CREATE TABLE IF NOT EXISTS tokens (
   cluster TEXT NOT NULL, id TEXT NOT NULL, user TEXT NOT NULL, admin INTEGER NOT NULL,
   hash TEXT NOT NULL, created REAL NOT NULL, revoked REAL, PRIMARY KEY (cluster, id));
 """
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-TOKEN_RE = re.compile(r"^chpc_([0-9a-f]{8})_([A-Za-z0-9_-]{20,})$")
+TOKEN_RE = re.compile(r"chpc_([0-9a-f]{8})_([A-Za-z0-9_-]{20,200})")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class Principal:
     token_id: str
     user: str
     admin: bool
+    uid: int = -2  # the user's uid once it exists (-2 matches no job)
 
 
 @dataclass(frozen=True)
@@ -51,17 +54,24 @@ class TokenStore:
         self._db = Store(db_path).connect
         with self._db() as db:
             db.executescript(SCHEMA)
+            have = {r[1] for r in db.execute("PRAGMA table_info(tokens)")}
+            if "instance" not in have:
+                db.execute("ALTER TABLE tokens ADD COLUMN instance TEXT NOT NULL DEFAULT ''")
+
+    def _instance(self, db: Any, cluster: str) -> str | None:
+        row = db.execute("SELECT instance FROM clusters WHERE name=?", (cluster,)).fetchone()
+        return str(row[0]) if row else None
 
     def create(self, cluster: str, user: str, admin: bool = False) -> tuple[TokenInfo, str]:
         """A new token; the plain text is returned once and never stored."""
-        if not USER_RE.match(user):
-            raise CloudHPCError(f"{user!r} is not a valid Unix user name",
-                                hint="use lowercase letters, digits, '-' or '_' (at most 32)")
+        check_ordinary(user)
         token_id, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
         now = time.time()
         with self._db() as db:
-            db.execute("INSERT INTO tokens VALUES (?,?,?,?,?,?,NULL)",
-                       (cluster, token_id, user, int(admin), _digest(secret), now))
+            instance = self._instance(db, cluster) or ""
+            db.execute("INSERT INTO tokens (cluster, id, user, admin, hash, created, revoked, "
+                       "instance) VALUES (?,?,?,?,?,?,NULL,?)",
+                       (cluster, token_id, user, int(admin), _digest(secret), now, instance))
         return TokenInfo(token_id, user, admin, now, None), f"chpc_{token_id}_{secret}"
 
     def list(self, cluster: str) -> list[TokenInfo]:
@@ -77,12 +87,15 @@ class TokenStore:
         return cur.rowcount > 0
 
     def verify(self, cluster: str, token: str) -> Principal | None:
-        m = TOKEN_RE.match(token)
+        m = TOKEN_RE.fullmatch(token)
         if not m:
             return None
         with self._db() as db:
-            row = db.execute("SELECT user, admin, hash FROM tokens WHERE cluster=? AND id=? "
-                             "AND revoked IS NULL", (cluster, m.group(1))).fetchone()
+            row = db.execute("SELECT user, admin, hash, instance FROM tokens WHERE cluster=? "
+                             "AND id=? AND revoked IS NULL", (cluster, m.group(1))).fetchone()
+            instance = self._instance(db, cluster)
         if row is None or not hmac.compare_digest(row[2], _digest(m.group(2))):
+            return None
+        if instance is None or row[3] != instance:  # a token of an earlier cluster's instance
             return None
         return Principal(m.group(1), row[0], bool(row[1]))

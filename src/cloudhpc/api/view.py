@@ -32,12 +32,15 @@ SAMPLES = 1800  # 1 h at one sample every 2 s
 HISTORY = 20000  # finished jobs kept in the view
 
 
-# (user, state, done) of a job: a plain tuple, because the snapshot crosses from the worker
-# process in a pickle, and 11,000 tuples unpickle in 0.3 ms against 5 ms for dataclasses
-# (time during which the API process holds its GIL and answers nobody)
-JobMeta = tuple[str, str, bool]
+# (user, state, done, uid) of a job: a plain tuple, because the snapshot crosses from the
+# worker process in a pickle, and 11,000 tuples unpickle in 0.3 ms against 5 ms for
+# dataclasses (time during which the API process holds its GIL and answers nobody). Access is
+# decided by UID: Slurm's numeric uid from the fixed-width queue, or cloudhpc's own record;
+# -1 when neither knows (such a job is shown to admins only).
+JobMeta = tuple[str, str, bool, int]
 USER: Final = 0
 STATE: Final = 1
+UID: Final = 3
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,14 @@ _worker: dict[str, Any] = {}
 
 
 def _worker_refresh(home: str, name: str, on_head: bool = False) -> Snapshot:
-    """Runs in the worker process: build a snapshot (keeps finished jobs between calls)."""
+    """Runs in the worker process: build a snapshot (keeps finished jobs between calls).
+    A job seen in the queue keeps the owner and final state the queue showed (Slurm keeps
+    finished jobs there for MinJobAge, 300 s); the jobcomp file only fills in jobs that
+    ended while nobody was watching, and its owners count only where they agree
+    (slurm.client.parse_jobcomp) or cloudhpc recorded the job itself."""
     from cloudhpc.cluster import Cluster
     from cloudhpc.jobs.model import from_squeue
-    from cloudhpc.slurm.client import SEP, parse_queue_line
+    from cloudhpc.slurm.client import parse_jobcomp, parse_record, split_records
     from cloudhpc.slurm.conf import SlurmPaths
     from cloudhpc.state import Store
 
@@ -81,47 +88,59 @@ def _worker_refresh(home: str, name: str, on_head: bool = False) -> Snapshot:
         _worker["finished"] = {}
         _worker["offset"] = 0
         _worker["queue"] = {}
+        _worker["owners"] = {}
     cluster: Cluster = _worker["cluster"]
     finished: dict[int, tuple[JobMeta, bytes]] = _worker["finished"]
+    seen_queue: dict[bytes, tuple[bytes, int, JobMeta, bytes]] = _worker["queue"]
     try:
         with open(SlurmPaths(str(cluster.dir.root)).jobcomp, "rb") as fh:
             fh.seek(_worker["offset"])
             data = fh.read()
         end = data.rfind(b"\n") + 1
         _worker["offset"] += end
-        for line in data[:end].decode(errors="replace").splitlines():
-            if line.startswith("JobId="):
-                job = from_keyvalues(line)
-                finished[job.job_id] = ((job.user, job.state.value, True),
-                                        _job_json(job))
+        records = parse_jobcomp(data[:end].decode(errors="replace"))
+        if records:
+            _worker["owners"] = cluster.store.job_owners(cluster.name)
+        owners: dict[int, int] = _worker["owners"]
+        queued = {hit[1] for hit in seen_queue.values()}
+        for rec in records:
+            if rec.job_id in queued:  # the queue's view of it stands
+                continue
+            job = from_keyvalues(rec.line, owners.get(rec.job_id, rec.uid))
+            finished[rec.job_id] = ((job.user, job.state.value, True, job.uid),
+                                    _job_json(job))
         while len(finished) > HISTORY:
             finished.pop(next(iter(finished)))
     except OSError:
         pass
-    meta = {k: v[0] for k, v in finished.items()}
-    blobs = {k: v[1] for k, v in finished.items()}
     try:
-        # a job whose squeue line is the same as last time is not parsed or serialised again
-        seen: dict[str, tuple[str, int, JobMeta, bytes]] = _worker["queue"]
-        queue: dict[str, tuple[str, int, JobMeta, bytes]] = {}
-        for line in cluster.slurm.queue_text().splitlines():
-            key = line.partition(SEP)[0]
-            hit = seen.get(key)
-            if hit is None or hit[0] != line:
-                row = parse_queue_line(line)
+        # a job whose record is the same as last time is not parsed or serialised again
+        queue: dict[bytes, tuple[bytes, int, JobMeta, bytes]] = {}
+        for raw in split_records(cluster.slurm.queue_bytes()):
+            key = raw[:20]
+            hit = seen_queue.get(key)
+            if hit is None or hit[0] != raw:
+                row = parse_record(raw)
                 if row is None:
                     continue
                 job = from_squeue(row)
-                hit = (line, job.job_id, (job.user, job.state.value, job.done),
+                hit = (raw, job.job_id, (job.user, job.state.value, job.done, job.uid),
                        _job_json(job))
             queue[key] = hit
-            meta[hit[1]] = hit[2]
-            blobs[hit[1]] = hit[3]
+        # jobs that left the queue keep what the queue last showed
+        for key, hit in seen_queue.items():
+            if key not in queue and hit[2][2]:
+                finished[hit[1]] = (hit[2], hit[3])
         _worker["queue"] = queue
         nodes = [n.as_dict() for n in cluster.status()]
         ok, error = True, ""
     except CloudHPCError as exc:
-        nodes, ok, error = [], False, exc.message
+        queue, nodes, ok, error = seen_queue, [], False, exc.message
+    meta = {k: v[0] for k, v in finished.items()}
+    blobs = {k: v[1] for k, v in finished.items()}
+    for hit in queue.values():
+        meta[hit[1]] = hit[2]
+        blobs[hit[1]] = hit[3]
     order = sorted(meta, reverse=True)
     by_state: dict[str, list[int]] = {}
     for job_id in order:

@@ -61,6 +61,8 @@ def register(app: typer.Typer) -> None:
         exe: Annotated[list[str] | None, typer.Option(  # noqa: UP007
             "--exe", help="program in blob storage, fetched once to /shared and put on the "
             "job's PATH (repeatable)")] = None,
+        time_limit: Annotated[int | None, typer.Option(  # noqa: UP007
+            help="minutes the job may run")] = None,
         cluster: ClusterOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
@@ -68,7 +70,7 @@ def register(app: typer.Typer) -> None:
         c = target(cluster)
         job = c.submit(script, nodes=nodes, ntasks_per_node=ntasks_per_node,
                        partition=partition, name=name, stage_in=stage_in or [],
-                       stage_out=stage_out or [], exe=exe or [])
+                       stage_out=stage_out or [], exe=exe or [], time_limit=time_limit)
         if not wait:
             if as_json:
                 emit_json(job.as_dict())

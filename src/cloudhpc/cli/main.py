@@ -22,7 +22,7 @@ from cloudhpc.cluster import Cluster
 from cloudhpc.errors import CloudHPCError, TemplateError
 from cloudhpc.state import Store
 from cloudhpc.template import Level, Template
-from cloudhpc.template.loader import check, load, parse_yaml
+from cloudhpc.template.loader import check, load, parse_yaml, read_text
 
 app = typer.Typer(help="Declare an HPC cluster once; bring it up locally or on Azure.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -40,9 +40,12 @@ def main_options(
     ] = None,
     token: Annotated[str | None, typer.Option(  # noqa: UP007
         "--token", help="API token for --remote (or $CLOUDHPC_TOKEN)")] = None,
+    fingerprint: Annotated[str | None, typer.Option(  # noqa: UP007
+        "--fingerprint", help="SHA-256 fingerprint of the API's certificate, as `token "
+        "create` printed it (or $CLOUDHPC_FINGERPRINT)")] = None,
 ) -> None:
     """Declare an HPC cluster once; bring it up locally or on Azure."""
-    remote_cli.configure(remote, token)
+    remote_cli.configure(remote, token, fingerprint)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 ClusterOpt = Annotated[str | None, typer.Option("-c", "--cluster",  # noqa: UP007
@@ -53,7 +56,7 @@ ClusterOpt = Annotated[str | None, typer.Option("-c", "--cluster",  # noqa: UP00
 def validate(template: Path, as_json: JsonOpt = False) -> None:
     """Check a template: every problem with field path, line and fix; exit 2 on errors."""
     try:
-        data, lines = parse_yaml(template.read_text(), str(template))
+        data, lines = parse_yaml(read_text(template), str(template))
     except OSError as exc:
         raise CloudHPCError(f"cannot read {template}: {exc.strerror}", "check the path") from None
     running = [(r.name, r.cidr) for r in Store().clusters()] if _can_read_state() else []
@@ -173,7 +176,18 @@ def down(cluster: ClusterOpt = None,
     target = name or cluster
     store = Store()
     if target is not None and store.cluster(target) is None:
-        out.print(f"no cluster named '{target}': nothing to do")
+        from cloudhpc import lifecycle
+        from cloudhpc.paths import ClusterDir
+
+        with lifecycle.host_lock(), lifecycle.no_interrupts():
+            removed = lifecycle.remove_leftovers(
+                target, ClusterDir.of(target, store.path.parent),
+                [r.name for r in store.clusters()])
+        if removed:
+            out.print(f"cluster {target} had no record; removed what it left: "
+                      f"{', '.join(removed)}")
+        else:
+            out.print(f"no cluster named '{target}': nothing to do")
         return
     c = Cluster.get(target, store)
     if c.record.provider == "azure":

@@ -1,6 +1,9 @@
-"""`--remote URL --token T` (or CLOUDHPC_REMOTE / CLOUDHPC_TOKEN, or the file
-~/.config/cloudhpc/remote.json with {"url": ..., "token": ...}): job and status commands go
-through a cluster's REST API instead of this machine's state. Also the token commands."""
+"""`--remote URL --token T [--fingerprint F]` (or CLOUDHPC_REMOTE / CLOUDHPC_TOKEN /
+CLOUDHPC_FINGERPRINT, or the file ~/.config/cloudhpc/remote.json with {"url": ...,
+"token": ..., "fingerprint": ...}): job and status commands go through a cluster's REST API
+instead of this machine's state. The API's certificate is trusted from this machine's state
+directory (root, next to the cluster) or by the fingerprint `token create` printed. Also the
+token commands."""
 
 from __future__ import annotations
 
@@ -20,16 +23,17 @@ if TYPE_CHECKING:
     from cloudhpc.cluster import Cluster
 
 CONFIG = Path("~/.config/cloudhpc/remote.json")
-_settings: dict[str, str | None] = {"url": None, "token": None}
+_settings: dict[str, str | None] = {"url": None, "token": None, "fingerprint": None}
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 ClusterOpt = Annotated[str | None, typer.Option("-c", "--cluster",  # noqa: UP007
                                                    help="cluster name (optional if only one)")]
 
 
-def configure(url: str | None, token: str | None) -> None:
+def configure(url: str | None, token: str | None, fingerprint: str | None = None) -> None:
     _settings["url"] = url or os.environ.get("CLOUDHPC_REMOTE")
     _settings["token"] = token or os.environ.get("CLOUDHPC_TOKEN")
+    _settings["fingerprint"] = fingerprint or os.environ.get("CLOUDHPC_FINGERPRINT")
     path = CONFIG.expanduser()
     try:
         configured = not _settings["url"] and path.is_file()
@@ -43,6 +47,7 @@ def configure(url: str | None, token: str | None) -> None:
                                 hint='write {"url": "http://HEAD:8443", "token": "chpc_..."}'
                                 ) from None
         _settings["url"], _settings["token"] = saved.get("url"), saved.get("token")
+        _settings["fingerprint"] = saved.get("fingerprint")
 
 
 def remote() -> RemoteCluster | None:
@@ -53,7 +58,8 @@ def remote() -> RemoteCluster | None:
                             hint="pass --token, or set CLOUDHPC_TOKEN")
     from cloudhpc.api.client import RemoteCluster
 
-    return RemoteCluster(str(_settings["url"]), str(_settings["token"]))
+    return RemoteCluster(str(_settings["url"]), str(_settings["token"]),
+                         fingerprint=_settings["fingerprint"])
 
 
 def target(cluster: str | None) -> Cluster | RemoteCluster:
@@ -72,19 +78,25 @@ def token_create(user: Annotated[str, typer.Option(help="Unix user the token act
                  admin: Annotated[bool, typer.Option(help="may act on every job")] = False,
                  cluster: ClusterOpt = None, as_json: JsonOpt = False) -> None:
     """Create a token (shown once; only its hash is kept)."""
+    from cloudhpc.api.tls import fingerprint
     from cloudhpc.api.tokens import TokenStore
     from cloudhpc.cluster import Cluster
 
     c = Cluster.get(cluster)
     info, secret = TokenStore(c.store.path).create(c.name, user, admin)
-    url = f"http://{c.plan.head.address}:8443"
+    url = c.plan.api_url
+    pin = fingerprint(c.dir.api_cert.read_text()) if c.dir.api_cert.exists() else ""
     if as_json:
-        emit_json({"id": info.id, "user": user, "admin": admin, "token": secret, "url": url})
+        emit_json({"id": info.id, "user": user, "admin": admin, "token": secret, "url": url,
+                   "fingerprint": pin})
         return
     out.print(f"token {info.id} for {user}{' (admin)' if admin else ''}: {secret}",
               highlight=False)
-    out.print(f"use it: cloudhpc --remote {url} --token {secret} jobs   (dashboard: {url}/)",
-              highlight=False)
+    if pin:
+        out.print(f"API certificate SHA-256 fingerprint: {pin}", highlight=False)
+    flag = f" --fingerprint {pin}" if pin else ""
+    out.print(f"use it: cloudhpc --remote {url} --token {secret}{flag} jobs   "
+              f"(dashboard: {url}/)", highlight=False)
 
 
 @tokens.command("list")
@@ -115,4 +127,8 @@ def token_revoke(token_id: str, cluster: ClusterOpt = None) -> None:
     if not TokenStore(c.store.path).revoke(c.name, token_id):
         raise CloudHPCError(f"no active token {token_id!r} in cluster {c.name}",
                             hint="see `cloudhpc token list`")
+    if c.plan.blob:  # its jobs' blob tokens stop working too
+        from cloudhpc.storage.access import revoke_token_access
+
+        revoke_token_access(c, token_id)
     out.print(f"token {token_id} revoked")

@@ -119,14 +119,44 @@ def rm(url: str, recursive: Annotated[bool, typer.Option("--recursive", "-r",
 
 
 @storage.command("mkdir")
-def mkdir(container: str, cluster: ClusterOpt = None, as_json: JsonOpt = False) -> None:
-    """Create a container."""
+def mkdir(container: str, cluster: ClusterOpt = None, as_json: JsonOpt = False,
+          owner: Annotated[str, typer.Option(help="user who owns it (default root: admins "
+                                             "only)")] = "root",
+          public: Annotated[bool, typer.Option(help="every user of the cluster may read "
+                                               "it")] = False) -> None:
+    """Create a container (owned by OWNER; others reach it only through grants)."""
+    from cloudhpc.jobs.users import check_name
+    from cloudhpc.storage.access import ROOT, ContainerAccess
+
     name = parse_blob_url(f"blob://{container}", what="container").container
-    created = Cluster.get(cluster).storage.mkdir(name)
+    check_name(owner)
+    c = Cluster.get(cluster)
+    created = c.storage.mkdir(name)
+    access = ContainerAccess(c.store, c.name)
+    access.record(name, owner)
+    if public:
+        access.grant(ROOT, name, "*", False)
     if as_json:
-        emit_json({"container": name, "created": created})
+        emit_json({"container": name, "created": created, "owner": access.owner(name)})
     else:
-        out.print(f"container {name} {'created' if created else 'exists already'}")
+        out.print(f"container {name} {'created' if created else 'exists already'} "
+                  f"(owner {access.owner(name)})")
+
+
+@storage.command("grant")
+def grant(container: str, user: Annotated[str, typer.Argument(help="a user, or '*' for "
+                                                              "every user")],
+          write: Annotated[bool, typer.Option(help="may also write")] = False,
+          cluster: ClusterOpt = None) -> None:
+    """Share a container with a user (read, or read and write)."""
+    from cloudhpc.jobs.users import check_name
+    from cloudhpc.storage.access import ROOT, ContainerAccess
+
+    if user != "*":
+        check_name(user)
+    c = Cluster.get(cluster)
+    ContainerAccess(c.store, c.name).grant(ROOT, container, user, write)
+    out.print(f"{user} may {'read and write' if write else 'read'} container {container}")
 
 
 def register(app: typer.Typer) -> None:

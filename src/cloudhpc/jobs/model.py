@@ -55,6 +55,7 @@ class Job:
     staging: dict[str, Any] | None = None  # what stage-in / stage-out did, when asked for
     node_seconds: float = 0.0  # finished jobs: nodes x run time
     cost_usd: float = 0.0  # finished jobs: estimated from the sizes' list prices
+    uid: int = -1  # the owner's numeric uid (-1: not known for sure; admins only)
 
     @property
     def done(self) -> bool:
@@ -82,15 +83,17 @@ def from_squeue(raw: dict[str, Any]) -> Job:
         user=raw.get("user_name", ""), submit_time=float(raw.get("submit_time") or 0),
         start_time=float(raw.get("start_time") or 0), end_time=float(raw.get("end_time") or 0),
         exit_code=exit_code >> 8 if exit_code > 255 else exit_code, stdout=stdout,
-        workdir=raw.get("current_working_directory", ""),
+        workdir=raw.get("current_working_directory", ""), uid=int(raw.get("user_id", -1)),
     )
 
 
 def _epoch(stamp: str) -> float:
     if not stamp or stamp in ("Unknown", "None", "N/A"):
         return 0.0
-    # Slurm writes local time
-    return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
+    try:  # Slurm writes local time
+        return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return 0.0
 
 
 def _int(text: str) -> int:
@@ -98,9 +101,17 @@ def _int(text: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def from_keyvalues(line: str) -> Job:
-    """A job from `Key=Value` text: Slurm's jobcomp/filetxt record or `scontrol -o show job`."""
+def from_keyvalues(line: str, uid: int | None = None) -> Job:
+    """A job from Slurm's jobcomp/filetxt record, for display. Its owner is UID, decided by
+    the caller from a source no user can write (slurm.client.parse_jobcomp): the text after
+    Name= is the user's and may repeat any key. Job id and user come from the record's
+    head, which precedes the name."""
     f = dict(item.split("=", 1) for item in line.split() if "=" in item)
+    head = line.split(" Name=", 1)[0]
+    for item in head.split():
+        key, sep, value = item.partition("=")
+        if sep:
+            f[key] = value
     code = f.get("ExitCode", "0:0").split(":")[0]
     reason = f.get("Reason", "")
     return Job(
@@ -112,5 +123,5 @@ def from_keyvalues(line: str) -> Job:
         user=f.get("UserId", "").split("(")[0],
         submit_time=_epoch(f.get("SubmitTime", "")), start_time=_epoch(f.get("StartTime", "")),
         end_time=_epoch(f.get("EndTime", "")), exit_code=_int(code),
-        stdout=f.get("StdOut", ""), workdir=f.get("WorkDir", ""),
+        stdout="", workdir="", uid=-1 if uid is None else uid,
     )

@@ -1,19 +1,29 @@
-"""Submit side of job data staging: check every transfer before anything is queued, then
-write the request and a wrapper script that stages in, runs the user's script and stages
-out (even when the script failed). The job side is cloudhpc.storage.stage."""
+"""Submit side of job data staging: check every transfer against the blob store and the
+caller's rights before anything is queued, fetch programs into the cache, then write
+cloudhpc's record of the job (request, blob tokens, program checksums) and a wrapper that
+stages in, runs the user's script and stages out (even when the script failed). The job
+side is cloudhpc.storage.stage.
+
+cloudhpc's record lives in /shared/.cloudhpc/jobs/<id>/ (root's, readable by the job's
+group only): the job reads it but cannot change it. Programs are fetched here, by cloudhpc,
+into /shared/.cloudhpc/exe/<sha256>/ (root's, 0755), keyed by the checksum cloudhpc computed
+itself; the job checks the file against that checksum before it puts it on PATH."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from cloudhpc.storage.stage import META, spec_path
+from cloudhpc.paths import ClusterDir
+from cloudhpc.storage.access import ROOT, ContainerAccess, Who, job_sas
+from cloudhpc.storage.blob import BlobStore
 from cloudhpc.storage.urls import (
     StageIn,
     StageOut,
@@ -22,9 +32,6 @@ from cloudhpc.storage.urls import (
     parse_stage_in,
     parse_stage_out,
 )
-
-if TYPE_CHECKING:
-    from cloudhpc.cluster import Cluster
 
 WRAPPER = "cloudhpc-job.sh"
 # exit codes of the wrapper when staging, not the user's script, failed
@@ -37,37 +44,75 @@ class Staging:
     stage_in: list[StageIn] = field(default_factory=list)
     stage_out: list[StageOut] = field(default_factory=list)
     exe: list[str] = field(default_factory=list)
+    blobs: dict[str, list[str]] = field(default_factory=dict)  # stage-in source -> blobs
 
     def __bool__(self) -> bool:
         return bool(self.stage_in or self.stage_out or self.exe)
 
 
-def check(cluster: Cluster, stage_in: Sequence[str | StageIn],
-          stage_out: Sequence[str | StageOut], exe: Sequence[str]) -> Staging:
-    """Parse and check every transfer against the blob store; raise before queuing."""
-    staging = Staging(
+def parse(stage_in: Sequence[str | StageIn], stage_out: Sequence[str | StageOut],
+          exe: Sequence[str]) -> Staging:
+    return Staging(
         [s if isinstance(s, StageIn) else parse_stage_in(s) for s in stage_in],
         [s if isinstance(s, StageOut) else parse_stage_out(s) for s in stage_out],
         [str(parse_blob_url(e, what="--exe")) for e in exe])
+
+
+def check(store: BlobStore, access: ContainerAccess, who: Who, staging: Staging) -> Staging:
+    """Check rights and existence of every transfer; raise before queuing."""
     if not staging:
         return staging
-    store = cluster.storage
     for item in staging.stage_in:
-        if not store.exists(item.source):
+        access.check(who, item.source.container, False, f"--stage-in {item.source}")
+        entries = store.ls(item.source)
+        if not entries:
             raise StagingError(f"--stage-in source {item.source} does not exist",
                                hint=f"upload it first: cloudhpc storage put FILE "
                                f"{item.source}")
+        staging.blobs[str(item.source)] = [e.name for e in entries]
     for url_text in staging.exe:
         url = parse_blob_url(url_text)
+        access.check(who, url.container, False, f"--exe {url_text}")
         if not any(e.name == url_text for e in store.ls(url)):
             raise StagingError(f"--exe {url_text} is not a blob",
                                hint=f"upload the program first: cloudhpc storage put PROGRAM "
                                f"{url_text}")
-    for container in sorted({o.dest.container for o in staging.stage_out}):
-        if not store.container_exists(container):
-            raise StagingError(f"--stage-out container '{container}' does not exist",
-                               hint=f"create it: cloudhpc storage mkdir {container}")
+    for out in staging.stage_out:
+        access.check(who, out.dest.container, True, f"--stage-out {out.dest}")
+        if not store.container_exists(out.dest.container):
+            raise StagingError(f"--stage-out container '{out.dest.container}' does not exist",
+                               hint=f"create it: cloudhpc storage mkdir {out.dest.container}")
     return staging
+
+
+def fetch_program(store: BlobStore, url_text: str, cache: Path) -> dict[str, str | bool]:
+    """Download a program into the cache under the SHA-256 cloudhpc computes here (never
+    the one the blob's writer recorded); reuse an entry that still matches."""
+    url = parse_blob_url(url_text, what="--exe")
+    name = Path(url.path).name
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
+        got = store.get(url, Path(tmp) / name)[0]
+        sha = _sha256(got)
+        entry = cache / sha
+        target = entry / name
+        cached = target.is_file() and _sha256(target) == sha
+        if not cached:
+            os.chmod(got, 0o755)
+            staged = Path(tmp) / "entry"
+            staged.mkdir(mode=0o755)
+            os.replace(got, staged / name)
+            if entry.exists():  # a damaged entry: replaced whole
+                os.replace(entry, Path(tmp) / "old")
+            os.replace(staged, entry)
+    return {"url": url_text, "sha256": sha, "path": str(target), "cached": cached}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _directives(script: Path) -> list[str]:
@@ -76,28 +121,40 @@ def _directives(script: Path) -> list[str]:
     return [ln for ln in lines[1:] if ln.startswith("#SBATCH")]
 
 
-def write(cluster: Cluster, staging: Staging, script: Path, host_dir: Path,
-          workdir: str, for_user: bool = False) -> str:
-    """Write the staging request and the wrapper into the job directory; return the
-    wrapper's name (the script Slurm runs). A job of another user than root gets tokens for
-    the containers it names (7 days), never the account key."""
-    (host_dir / META).mkdir()
-    if for_user:
-        store = cluster.storage
-        reads = {s.source.container for s in staging.stage_in} | {
-            parse_blob_url(e).container for e in staging.exe}
-        writes = {s.dest.container for s in staging.stage_out}
-        sas = {c: store.container_sas(c, write=c in writes) for c in sorted(reads | writes)}
-        fd = os.open(host_dir / META / "credential.json", os.O_WRONLY | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"account": store.account.account, "endpoint": store.account.endpoint,
-                       "sas": sas}, fh)
-    spec = {"in": [s.to_dict() for s in staging.stage_in],
-            "out": [s.to_dict() for s in staging.stage_out], "exe": staging.exe}
-    spec_path(host_dir).write_text(json.dumps(spec, indent=1))
-    (host_dir / script.name).chmod(0o755)
+def _private(path: Path, text: str, gid: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chown(path, 0, gid)
+
+
+def write(cdir: ClusterDir, store: BlobStore, staging: Staging, script: Path, meta: Path,
+          workdir: str, gid: int, who: Who, token: str, live_tokens: set[str],
+          time_limit: int | None) -> Path:
+    """Write cloudhpc's record of the job into META (root's, group GID) and the wrapper;
+    return the wrapper's path (the script Slurm runs)."""
+    meta.mkdir(mode=0o750)
+    os.chown(meta, 0, gid)
+    programs = [fetch_program(store, e, cdir.exe_cache) for e in staging.exe]
+    for program in programs:  # the path the job sees
+        program["path"] = "/shared/" + str(Path(str(program["path"])).relative_to(cdir.shared))
+    spec = {"in": [{**s.to_dict(), "blobs": staging.blobs.get(str(s.source), [])}
+                   for s in staging.stage_in],
+            "out": [s.to_dict() for s in staging.stage_out], "exe": programs}
+    _private(meta / "staging.json", json.dumps(spec, indent=1), gid)
+    if who != ROOT:  # a user's job: one token per blob, never the account key
+        reads = sorted({b for blobs in staging.blobs.values() for b in blobs})
+        files = sorted({str(o.dest) for o in staging.stage_out if not o.dest.path.endswith("/")
+                        and not o.source.endswith("/")})
+        folders = sorted({o.dest.container for o in staging.stage_out
+                          if o.dest.path.endswith("/") or o.source.endswith("/")})
+        sas = job_sas(store, token, live_tokens, reads, files, folders, time_limit)
+        _private(meta / "credential.json", json.dumps(
+            {"account": store.account.account, "endpoint": store.account.endpoint,
+             "sas": sas}), gid)
+    node_meta = f"/shared/{meta.relative_to(cdir.shared)}"  # the path nodes see
     stage = (f"{shlex.quote(sys.executable)} -m cloudhpc.storage.stage "
-             f"{shlex.quote(str(cluster.dir.root))}")
+             f"{shlex.quote(str(cdir.root))} {shlex.quote(node_meta)}")
     wdir = shlex.quote(workdir)
     body = "\n".join([
         "#!/bin/bash",
@@ -105,7 +162,7 @@ def write(cluster: Cluster, staging: Staging, script: Path, host_dir: Path,
         f"# generated by cloudhpc: stage in, run {script.name}, stage out",
         f"cd {wdir}",
         f"if {stage} in {wdir}; then",
-        f"  [ -s {META}/env ] && . {META}/env",
+        "  [ -s .cloudhpc/env ] && . .cloudhpc/env",
         f"  ./{shlex.quote(script.name)} \"$@\"",
         "  rc=$?",
         "else",
@@ -114,7 +171,7 @@ def write(cluster: Cluster, staging: Staging, script: Path, host_dir: Path,
         f"{stage} out {wdir} || {{ [ $rc = 0 ] && rc={STAGE_OUT_FAILED}; }}",
         "exit $rc",
         ""])
-    wrapper = host_dir / WRAPPER
-    wrapper.write_text(body)
-    wrapper.chmod(0o755)
-    return WRAPPER
+    wrapper = meta / WRAPPER
+    _private(wrapper, body, gid)
+    os.chmod(wrapper, 0o750)
+    return wrapper

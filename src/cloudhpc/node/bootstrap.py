@@ -53,12 +53,14 @@ def write_cluster_files(plan: Plan, cdir: ClusterDir, template_json: str) -> Non
               cdir.root / "slurm" / "ctld", cdir.root / "slurm" / "spool", cdir.root / "nodes"):
         d.mkdir(parents=True, exist_ok=True)
     os.chmod(cdir.root, 0o700)
-    os.chmod(cdir.shared, 0o755)
-    os.chmod(cdir.shared / "jobs", 0o1777)
-    exe_cache = cdir.shared / ".cloudhpc" / "exe"  # executables from blob storage, any user
-    exe_cache.mkdir(parents=True, exist_ok=True)
-    os.chmod(cdir.shared / ".cloudhpc", 0o755)
-    os.chmod(exe_cache, 0o1777)
+    # /shared/jobs: cloudhpc makes each job's directory (0700, its user's); users may not
+    # list or add entries. /shared/.cloudhpc: cloudhpc's own (program cache, job records),
+    # written by root only
+    for folder, mode in ((cdir.shared, 0o755), (cdir.shared / "jobs", 0o711),
+                         (cdir.shared / ".cloudhpc", 0o755), (cdir.exe_cache, 0o755),
+                         (cdir.jobs_meta, 0o711), (cdir.homes, 0o755)):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, mode)
     paths = SlurmPaths(str(cdir.root))
     cdir.slurm_conf.write_text(render(plan, paths))
     for path, text in ((paths.task_prolog, TASK_PROLOG), (paths.ctld_prolog, CTLD_PROLOG),
@@ -81,6 +83,10 @@ def write_cluster_files(plan: Plan, cdir: ClusterDir, template_json: str) -> Non
     if plan.blob and not cdir.blob_account.exists():
         BlobAccount.generate(plan.storage.address,
                              str(cdir.blob_data / METADATA_DB)).save(cdir.blob_account)
+    if plan.api_https:
+        from cloudhpc.api.tls import make_certificate
+
+        make_certificate(cdir.etc, plan.cluster, plan.head.address)
     if not cdir.munge_key.exists():
         fd = os.open(cdir.munge_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
         with os.fdopen(fd, "wb") as fh:
@@ -134,9 +140,10 @@ def daemons(node: NodeSpec, cdir: ClusterDir) -> list[dict[str, Any]]:
 
 def node_spec(node: NodeSpec, cdir: ClusterDir) -> dict[str, Any]:
     ndir = cdir.node(node.name)
-    for sub in ("munge", "scratch", "run", "logs"):
+    for sub in ("munge", "scratch", "run", "logs", "tmp"):
         (ndir / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(ndir / "munge", 0o755)
+    os.chmod(ndir / "tmp", 0o1777)  # a node is a machine: its own /tmp (PMIx, MPI, users)
     spool = cdir.root / "slurm" / "spool" / node.name
     spool.mkdir(parents=True, exist_ok=True)
     os.chmod(spool, 0o755)
@@ -151,6 +158,8 @@ def node_spec(node: NodeSpec, cdir: ClusterDir) -> dict[str, Any]:
             [str(cdir.etc / "openmpi-mca-params.conf"), MCA_PARAMS_FILE],
             [str(ndir / "munge"), "/run/munge"],
             [str(cdir.shared), "/shared"],
+            [str(cdir.homes), "/home"],
+            [str(ndir / "tmp"), "/tmp"],
             [str(ndir / "scratch"), "/scratch"],
             [str(spool), NODE_SPOOL],
         ],

@@ -24,7 +24,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRe
 
 from cloudhpc.errors import StorageError
 from cloudhpc.storage.account import BlobAccount
-from cloudhpc.storage.urls import BlobURL
+from cloudhpc.storage.urls import BlobURL, local_relative
 
 BLOCK = 8 * 1024 * 1024
 CONCURRENCY = 4  # parallel block transfers per large blob
@@ -59,8 +59,9 @@ class BlobStore:
 
     def __init__(self, account: BlobAccount, *, retries: int = 4,
                  sas: dict[str, str] | None = None) -> None:
-        """With SAS (container -> token), the store reaches only those containers and needs
-        no account key: what a job of a non-root user gets."""
+        """With SAS (blob:// address of a blob, or of a bare container -> token), the store
+        reaches only those blobs and needs no account key: what a job of a user gets
+        (cloudhpc.storage.access)."""
         self.account = account
         self.sas = sas
         self._options: dict[str, Any] = dict(
@@ -87,11 +88,12 @@ class BlobStore:
     def _container(self, url: BlobURL) -> ContainerClient:
         if self.sas is None:
             return self.service.get_container_client(url.container)
-        if url.container not in self.sas:
-            raise StorageError(f"this job has no access to container '{url.container}'",
-                               hint="name the container in --stage-in/--stage-out/--exe")
-        return ContainerClient(self.account.endpoint, url.container,
-                               credential=self.sas[url.container], **self._options)
+        token = self.sas.get(str(url)) or self.sas.get(f"blob://{url.container}")
+        if token is None:
+            raise StorageError(f"this job has no access to {url}",
+                               hint="name it in --stage-in/--stage-out/--exe")
+        return ContainerClient(self.account.endpoint, url.container, credential=token,
+                               **self._options)
 
     def _fail(self, what: str, url: BlobURL | str, exc: Exception) -> StorageError:
         if isinstance(exc, ServiceRequestError):
@@ -141,6 +143,15 @@ class BlobStore:
     def ls(self, url: BlobURL) -> list[Entry]:
         """Blobs at URL: the blob itself, or every blob below it as a folder."""
         prefix = url.path
+        if self.sas is not None and str(url) in self.sas:  # one blob, no listing right
+            try:
+                props = self._container(url).get_blob_client(url.path).get_blob_properties()
+            except ResourceNotFoundError:
+                return []
+            except AzureError as exc:
+                raise self._fail("reading", url, exc) from None
+            return [Entry(str(url), props.size, props.last_modified.timestamp(),
+                          (props.metadata or {}).get("sha256", ""))]
         try:
             out = []
             for b in self._container(url).list_blobs(name_starts_with=prefix or None,
@@ -212,11 +223,12 @@ class BlobStore:
                                hint="list what exists with `cloudhpc storage ls`")
         single = len(entries) == 1 and entries[0].name == str(url)
         if single:
-            target = local / Path(url.path).name if local.is_dir() else local
+            name = local_relative(Path(url.path).name) if local.is_dir() else ""
+            target = local / name if name else local
             return [self._get_file(url, entries[0], target, progress)]
         jobs = []
         for e in entries:
-            rel = e.name[len(str(url)) + 1:]
+            rel = local_relative(e.name[len(str(url)) + 1:])
             jobs.append((BlobURL(url.container, e.name.split("/", 3)[3]), e, local / rel))
         with ThreadPoolExecutor(FILES_IN_PARALLEL) as pool:
             return list(pool.map(lambda j: self._get_file(j[0], j[1], j[2], progress), jobs))

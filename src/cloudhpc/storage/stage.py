@@ -1,17 +1,23 @@
-"""Job data staging, run inside the job on its first node by the job's wrapper script:
+"""Job data staging, run inside the job on its first node by the job's wrapper script, as
+the job's user:
 
-    python -m cloudhpc.storage.stage CLUSTER_ROOT in JOBDIR    # before the user's script
-    python -m cloudhpc.storage.stage CLUSTER_ROOT out JOBDIR   # after it, even if it failed
+    python -m cloudhpc.storage.stage CLUSTER_ROOT META in JOBDIR    # before the user's script
+    python -m cloudhpc.storage.stage CLUSTER_ROOT META out JOBDIR   # after it, even if it failed
 
-The request is JOBDIR/.cloudhpc/staging.json (written at submit); what happened goes to
-JOBDIR/.cloudhpc/status.json, which `cloudhpc job ID` shows. Transfers retry with back-off
-(the client's retry policy: 4 tries, 1-8 s apart) and then fail the job with a reason that
-names the transfer; a job never starts with inputs missing."""
+The request and the job's blob tokens are cloudhpc's record in META (written at submit, the
+job cannot change them); what happened goes to JOBDIR/.cloudhpc/status.json, which `cloudhpc
+job ID` shows (read with the user's privileges: it is the user's file). Stage-out sends only
+what is inside the job's directory: a link that leads out of it is refused. A program from
+the cache is run only if it is root's, writable by no one else and has the checksum cloudhpc
+recorded. Transfers retry with back-off (4 tries, 1-8 s apart) and then fail the job with a
+reason that names the transfer; a job never starts with inputs missing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -19,64 +25,64 @@ from typing import TYPE_CHECKING, Any
 
 from cloudhpc.errors import CloudHPCError
 from cloudhpc.storage.account import BlobAccount
-from cloudhpc.storage.urls import parse_blob_url
+from cloudhpc.storage.urls import BlobURL, local_relative, parse_blob_url
 
 if TYPE_CHECKING:
     from cloudhpc.storage.blob import BlobStore
 
 META = ".cloudhpc"
-EXE_CACHE = "/shared/.cloudhpc/exe"
-
-
-def spec_path(jobdir: Path) -> Path:
-    return jobdir / META / "staging.json"
 
 
 def status_path(jobdir: Path) -> Path:
     return jobdir / META / "status.json"
 
 
-def read_status(jobdir: Path) -> dict[str, Any]:
+def _read_own_status(jobdir: Path) -> dict[str, Any]:
     try:
-        data: dict[str, Any] = json.loads(status_path(jobdir).read_text())
-        return data
+        data = json.loads(status_path(jobdir).read_text())
+        return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
 
 
 def _write_status(jobdir: Path, phase: str, record: dict[str, Any]) -> None:
-    status = read_status(jobdir)
+    (jobdir / META).mkdir(exist_ok=True)
+    status = _read_own_status(jobdir)
     status[phase] = record
     tmp = status_path(jobdir).with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
     tmp.write_text(json.dumps(status, indent=1))
     tmp.replace(status_path(jobdir))
 
 
-def _fetch_exe(store: BlobStore, url_text: str, cache_root: Path) -> tuple[str, bool]:
-    """Fetch an executable once into the shared cache (keyed by its checksum); reuse it."""
-    url = parse_blob_url(url_text, what="executable")
-    entries = store.ls(url)
-    entry = next((e for e in entries if e.name == str(url)), None)
-    if entry is None:
-        raise CloudHPCError(f"executable {url} is not a blob")
-    key = entry.sha256[:16] or f"{int(entry.modified)}-{entry.size}"
-    target = cache_root / key / Path(url.path).name
-    if target.exists():
-        return str(target.parent), True
-    tmp = cache_root / f".{key}.{os.getpid()}"
-    store.get(url, tmp / target.name)
-    (tmp / target.name).chmod(0o755)
-    try:
-        tmp.rename(cache_root / key)
-    except OSError:  # another job fetched it meanwhile: keep theirs
-        for f in tmp.iterdir():
-            f.unlink()
-        tmp.rmdir()
-    return str(target.parent), False
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
-def stage_in(store: BlobStore, jobdir: Path, spec: dict[str, Any],
-             cache_root: Path) -> dict[str, Any]:
+def _root_only(path: Path) -> bool:
+    st = os.lstat(path)
+    return st.st_uid == 0 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) \
+        and not stat.S_ISLNK(st.st_mode)
+
+
+def verify_program(entry: dict[str, Any]) -> str:
+    """The directory to put on PATH, after checking the cached program cloudhpc fetched."""
+    path = Path(entry["path"])
+    for part in [path, *list(path.parents)[:3]]:
+        if not _root_only(part):
+            raise CloudHPCError(f"program {entry['url']}: {part} is not root's alone; "
+                                "refusing to run it")
+    if _sha256(path) != entry["sha256"]:
+        raise CloudHPCError(f"program {entry['url']}: checksum of {path} does not match the "
+                            "one cloudhpc recorded; refusing to run it")
+    return str(path.parent)
+
+
+def stage_in(store: BlobStore, jobdir: Path, spec: dict[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {"state": "running", "transfers": [], "started": time.time()}
     _write_status(jobdir, "in", record)
     try:
@@ -84,18 +90,24 @@ def stage_in(store: BlobStore, jobdir: Path, spec: dict[str, Any],
             began = time.monotonic()
             url = parse_blob_url(item["source"])
             dest = jobdir / item["dest"]
-            files = store.get(url, dest)
+            blobs = item.get("blobs") or [item["source"]]
+            files = []
+            if blobs == [item["source"]]:
+                files = store.get(url, dest)
+            else:
+                for blob in blobs:
+                    rel = local_relative(blob[len(item["source"]) + 1:])
+                    part = parse_blob_url(blob)
+                    files += store.get(BlobURL(part.container, part.path), dest / rel)
             record["transfers"].append({
                 "source": item["source"], "dest": item["dest"], "files": len(files),
                 "bytes": sum(f.stat().st_size for f in files),
                 "seconds": round(time.monotonic() - began, 3), "ok": True})
         paths = []
-        cache_root.mkdir(parents=True, exist_ok=True)
         for exe in spec.get("exe", []):
-            directory, cached = _fetch_exe(store, exe, cache_root)
-            paths.append(directory)
-            record["transfers"].append({"source": exe, "dest": directory, "cached": cached,
-                                        "ok": True})
+            paths.append(verify_program(exe))
+            record["transfers"].append({"source": exe["url"], "dest": paths[-1],
+                                        "cached": bool(exe.get("cached")), "ok": True})
         (jobdir / META / "env").write_text(
             "".join(f'export PATH="{p}:$PATH"\n' for p in paths))
         record["state"] = "done"
@@ -106,6 +118,24 @@ def stage_in(store: BlobStore, jobdir: Path, spec: dict[str, Any],
     return record
 
 
+def inside(jobdir: Path, source: Path) -> bool:
+    """True when SOURCE, and every file below it, stays inside the job's directory once
+    links are followed."""
+    root = os.path.realpath(jobdir)
+
+    def ok(p: str) -> bool:
+        real = os.path.realpath(p)
+        return real == root or real.startswith(root + os.sep)
+
+    if not ok(str(source)):
+        return False
+    if source.is_dir():
+        for dirpath, dirs, files in os.walk(source):
+            if not all(ok(os.path.join(dirpath, n)) for n in dirs + files):
+                return False
+    return True
+
+
 def stage_out(store: BlobStore, jobdir: Path, spec: dict[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {"state": "running", "transfers": [], "started": time.time()}
     _write_status(jobdir, "out", record)
@@ -113,9 +143,12 @@ def stage_out(store: BlobStore, jobdir: Path, spec: dict[str, Any]) -> dict[str,
     for item in spec.get("out", []):
         source = jobdir / item["source"]
         row: dict[str, Any] = {"source": item["source"], "dest": item["dest"]}
-        if not source.exists():
+        if not source.exists() and not source.is_symlink():
             row.update(ok=False, error="not produced by the job")
             failed.append(f"{item['source']} (missing)")
+        elif not inside(jobdir, source):
+            row.update(ok=False, error="links outside the job's directory")
+            failed.append(f"{item['source']} (links outside the job's directory)")
         else:
             try:
                 entries = store.put(source, parse_blob_url(item["dest"]), create=False)
@@ -133,21 +166,21 @@ def stage_out(store: BlobStore, jobdir: Path, spec: dict[str, Any]) -> dict[str,
 
 
 def main(argv: list[str]) -> int:
-    root, phase, jobdir_text = argv[:3]
-    jobdir = Path(jobdir_text)
+    root, meta_text, phase, jobdir_text = argv[:4]
+    jobdir, meta = Path(jobdir_text), Path(meta_text)
     from cloudhpc.storage.blob import BlobStore
 
-    spec = json.loads(spec_path(jobdir).read_text())
-    credential = jobdir / META / "credential.json"
-    if credential.exists():  # a user's job: container tokens, no account key
+    if not _root_only(meta):
+        print(f"cloudhpc: {meta} is not cloudhpc's; refusing to stage", file=sys.stderr)
+        return 1
+    spec = json.loads((meta / "staging.json").read_text())
+    credential = meta / "credential.json"
+    if credential.exists():  # a user's job: blob tokens, no account key
         data = json.loads(credential.read_text())
         store = BlobStore(BlobAccount(data["account"], "", data["endpoint"]), sas=data["sas"])
     else:
         store = BlobStore(BlobAccount.load(Path(root) / "etc" / "blob.json"))
-    if phase == "in":
-        record = stage_in(store, jobdir, spec, Path(EXE_CACHE))
-    else:
-        record = stage_out(store, jobdir, spec)
+    record = stage_in(store, jobdir, spec) if phase == "in" else stage_out(store, jobdir, spec)
     if record["state"] != "done":
         print(f"cloudhpc: {record['error']}", file=sys.stderr)
         return 1

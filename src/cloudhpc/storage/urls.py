@@ -56,7 +56,27 @@ def job_relative(path: str, *, what: str) -> str:
     if norm == ".." or norm.startswith("../"):
         raise StagingError(f"{what} '{path}' is outside the job's directory",
                            hint="use a path below the job's directory, without '..'")
+    if norm.split("/")[0] == ".cloudhpc":
+        raise StagingError(f"{what} '{path}' is in .cloudhpc/, where cloudhpc keeps the "
+                           "job's staging status", hint="pick another path")
     return norm
+
+
+def local_relative(name: str, *, what: str = "blob") -> str:
+    """A blob's name (or the part below a folder) as a relative local path: every component
+    a plain file name. Names with '..', '.', empty parts, backslashes or components longer
+    than a file name may be are refused: they would land outside the target."""
+    parts = name.split("/")
+    for part in parts:
+        if part in ("", ".", "..") or "\\" in part or "\0" in part:
+            raise StagingError(f"{what} name '{name}' cannot be a local path (it holds "
+                               f"'{part or '//'}')", hint="rename the blob, or fetch "
+                               "another one")
+        if len(part.encode()) > 255:
+            raise StagingError(f"{what} name '{name[:60]}...' has a part of "
+                               f"{len(part.encode())} bytes; file names hold at most 255",
+                               hint="rename the blob")
+    return "/".join(parts)
 
 
 @dataclass(frozen=True)

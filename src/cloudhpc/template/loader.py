@@ -42,8 +42,53 @@ def parse_yaml(text: str, source: str = "<template>") -> tuple[Any, dict[Path_, 
         ) from None
     lines: dict[Path_, int] = {}
     if root is not None:
+        _check_keys(root, source)
         _line_map(root, (), lines)
-    return yaml.safe_load(text), lines
+    try:
+        return yaml.safe_load(text), lines
+    except yaml.YAMLError as exc:  # e.g. a tag such as !!python/object/apply
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise TemplateError(
+            [Finding(Level.ERROR, (), f"not a plain YAML template: {problem} (a tag is not "
+                     "allowed)", "remove the tag (!!...); templates hold plain values",
+                     mark.line + 1 if mark else None)], source) from None
+
+
+def _check_keys(node: yaml.Node, source: str) -> None:
+    """A key given twice is an error (YAML loaders keep the last one silently)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            if name in seen:
+                raise TemplateError(
+                    [Finding(Level.ERROR, (), f"duplicate key '{name}' (first on line "
+                             f"{seen[name]})", "keep one of them",
+                             key.start_mark.line + 1)], source)
+            seen[name] = key.start_mark.line + 1
+            _check_keys(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_keys(item, source)
+
+
+def read_text(path: Path) -> str:
+    """A template file's text; one clear error when it cannot be read or is not UTF-8."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise TemplateError(
+            [Finding(Level.ERROR, (), f"cannot read template: {exc.strerror}",
+                     "check the path", None)], str(path)) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise TemplateError(
+            [Finding(Level.ERROR, (), f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+                     f"offset {exc.start})", "save the template as UTF-8", line)],
+            str(path)) from None
 
 
 def check(data: Any, lines: dict[Path_, int] | None = None,
@@ -74,12 +119,7 @@ def load(source: str | Path | dict[str, Any] | Template,
     else:
         path = Path(source)
         name = str(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise TemplateError(
-                [Finding(Level.ERROR, (), f"cannot read template: {exc.strerror}",
-                         "check the path", None)], name) from None
+        text = read_text(path)
         data, lines = parse_yaml(text, name)
     if provider and isinstance(data, dict):
         data = {**data, "provider": provider}

@@ -81,6 +81,12 @@ class Azure(_Model):
                                        "cloudhpc)")
 
 
+class Api(_Model):
+    https: bool = Field(True, description="serve the head's REST API over HTTPS with a "
+                        "certificate made for the cluster at `up` (false: plain HTTP, local "
+                        "clusters only)")
+
+
 class Template(_Model):
     version: Literal[1] = Field(description="template format version")
     name: str = Field(description="cluster name: lowercase letters, digits, '-'; <= 20 chars")
@@ -89,5 +95,6 @@ class Template(_Model):
     head: Head = Field(default_factory=Head)
     storage: Storage = Field(default_factory=Storage)
     compute: list[NodeSet] = Field(min_length=1, description="compute node sets")
+    api: Api = Field(default_factory=Api)
     local: LocalProvider = Field(default_factory=LocalProvider)
     azure: Azure = Field(default_factory=Azure)

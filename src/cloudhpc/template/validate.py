@@ -181,6 +181,12 @@ def azure(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator
     if az.head_public_ip and not az.ssh_cidrs and not az.api_cidrs:
         yield _f(Level.WARNING, ("azure", "ssh_cidrs"), "the head has a public IP but no "
                  "address may reach it", "list your network in azure.ssh_cidrs", lines)
+    if not t.api.https:
+        yield _f(Level.ERROR, ("api", "https"), "an Azure head's API faces a network: it is "
+                 "served over HTTPS only", "remove api.https: false", lines)
+    if "0.0.0.0/0" in az.ssh_cidrs + az.api_cidrs or "*" in az.ssh_cidrs + az.api_cidrs:
+        yield _f(Level.WARNING, ("azure", "api_cidrs"), "0.0.0.0/0 opens the head to the "
+                 "whole internet", "list only your own networks", lines)
     if len(az.image.split(":")) != 4:
         yield _f(Level.ERROR, ("azure", "image"), f"image {az.image!r} is not "
                  "PUBLISHER:OFFER:SKU:VERSION", "e.g. Debian:debian-12:12-gen2:latest", lines)
