@@ -183,7 +183,9 @@ class Cluster:
         if pid is None:
             raise NodeNotFound(f"node '{node}' is not running",
                                hint="see `cloudhpc status`; `cloudhpc up` repairs it")
-        return ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv]
+        spec = self.plan.node(node)
+        own = ["-p"] if spec is not None and bootstrap.own_pids(spec) else []
+        return ["nsenter", "-t", str(pid), "-n", "-m", "-u", *own, "--", *argv]
 
     def exec(self, node: str, argv: Sequence[str], check: bool = False,
              timeout: float | None = None) -> Result:

@@ -52,7 +52,7 @@ class JobRequest(BaseModel):
 
 
 class ContainerRequest(BaseModel):
-    name: str = Field(pattern=r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$",
+    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9]|-[a-z0-9]){1,61}[a-z0-9]?$",
                       description="3-63 lowercase letters, digits and single hyphens")
 
 

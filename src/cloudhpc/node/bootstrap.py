@@ -138,6 +138,26 @@ def daemons(node: NodeSpec, cdir: ClusterDir) -> list[dict[str, Any]]:
     return [munged]
 
 
+def keep_in_tmp(cdir: ClusterDir) -> list[str]:
+    """Entries of this machine's /tmp that a node must still reach under its own /tmp: the
+    state directory and cloudhpc's Python, when they live there (as in the test suite)."""
+    import cloudhpc
+
+    keep = []
+    for path in (cdir.root, Path(sys.prefix), Path(cloudhpc.__file__)):
+        parts = path.resolve().parts
+        if len(parts) > 2 and parts[:2] == ("/", "tmp"):
+            keep.append(parts[2])
+    return sorted(set(keep))
+
+
+def own_pids(node: NodeSpec) -> bool:
+    """Compute and storage nodes get a PID namespace of their own, as a VM has: a job sees
+    its node's processes only. The head keeps this machine's view: its API and reconciler
+    watch every node's daemons by pid."""
+    return node.role is not Role.HEAD
+
+
 def node_spec(node: NodeSpec, cdir: ClusterDir) -> dict[str, Any]:
     ndir = cdir.node(node.name)
     for sub in ("munge", "scratch", "run", "logs", "tmp"):
@@ -159,12 +179,14 @@ def node_spec(node: NodeSpec, cdir: ClusterDir) -> dict[str, Any]:
             [str(ndir / "munge"), "/run/munge"],
             [str(cdir.shared), "/shared"],
             [str(cdir.homes), "/home"],
-            [str(ndir / "tmp"), "/tmp"],
             [str(ndir / "scratch"), "/scratch"],
             [str(spool), NODE_SPOOL],
         ],
+        "tmp": str(ndir / "tmp"),
+        "keep_in_tmp": keep_in_tmp(cdir),
         "env": {"PATH": BASE_PATH, "LANG": "C.UTF-8", "HOME": "/root"},
         "daemons": daemons(node, cdir),
+        "pid_namespace": own_pids(node),
     }
 
 

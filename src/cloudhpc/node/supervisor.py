@@ -33,13 +33,73 @@ def bind(src: str, dst: str) -> None:
         raise OSError(err, f"bind mount {src} -> {dst}: {os.strerror(err)}")
 
 
+def private_tmp(tmp: str, keep: list[str]) -> None:
+    """The node's own /tmp (a node is a machine: PMIx, MPI and users' files must not meet
+    other nodes'), with KEEP (entries of the machine's /tmp that cloudhpc itself lives in)
+    bound back at their places; they are root's and closed to users."""
+    held = {name: os.open(f"/tmp/{name}", os.O_PATH) for name in keep
+            if os.path.isdir(f"/tmp/{name}")}
+    bind(tmp, "/tmp")
+    for name, fd in held.items():
+        os.makedirs(f"/tmp/{name}", mode=0o700, exist_ok=True)
+        bind(f"/proc/self/fd/{fd}", f"/tmp/{name}")
+        os.close(fd)
+
+
 def _child_setup() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     os.setsid()
 
 
+class HostPids:
+    """Pids as this machine sees them, for the pid files the host and the head read. In a
+    PID namespace of its own the supervisor is pid 1 and its children have small pids; it
+    keeps a handle on the machine's /proc from before it mounted the node's own."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+        self.ns = os.stat("/proc/self/ns/pid").st_ino if fd is not None else 0
+
+    def me(self) -> int:
+        return int(os.readlink("self", dir_fd=self.fd)) if self.fd is not None else os.getpid()
+
+    def of(self, pid: int) -> int:
+        if self.fd is None:
+            return pid
+        for entry in os.listdir(self.fd):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.stat(f"{entry}/ns/pid", dir_fd=self.fd).st_ino != self.ns:
+                    continue
+                fd = os.open(f"{entry}/status", os.O_RDONLY, dir_fd=self.fd)
+                with os.fdopen(fd) as fh:
+                    for line in fh:
+                        if line.startswith("NSpid:"):
+                            ids = line.split()[1:]
+                            if ids and int(ids[-1]) == pid:
+                                return int(ids[0])
+                            break
+            except OSError:
+                continue
+        return pid
+
+
+def own_proc() -> HostPids:
+    """Mount the node's own /proc (its PID namespace's), keeping the machine's in reach."""
+    fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+    pids = HostPids(fd)
+    flags = 2 | 4 | 8  # MS_NOSUID | MS_NODEV | MS_NOEXEC
+    if _libc.mount(b"proc", b"/proc", b"proc", flags, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount /proc: {os.strerror(err)}")
+    return pids
+
+
 class Daemon:
+    pids = HostPids(None)
+
     def __init__(self, spec: dict[str, Any], run_dir: Path, log_dir: Path) -> None:
         self.name: str = spec["name"]
         self.argv: list[str] = spec["argv"]
@@ -59,7 +119,7 @@ class Daemon:
                                          stderr=subprocess.STDOUT, env={**env, **self.env},
                                          preexec_fn=_child_setup)
         self.starts += 1
-        self.pidfile.write_text(f"{self.proc.pid}\n")
+        self.pidfile.write_text(f"{self.pids.of(self.proc.pid)}\n")
         if self.wait_for:
             deadline = time.monotonic() + 5
             while not os.path.exists(self.wait_for) and time.monotonic() < deadline:
@@ -83,12 +143,16 @@ def main(spec_path: str) -> int:
         socket.sethostname(spec["hostname"])
     for src, dst in spec.get("binds", []):
         bind(src, dst)
+    if spec.get("tmp"):
+        private_tmp(spec["tmp"], spec.get("keep_in_tmp", []))
+    if spec.get("pid_namespace") and os.getpid() == 1:
+        Daemon.pids = own_proc()
     signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
     env = dict(spec["env"])
     daemons = [Daemon(d, run_dir, log_dir) for d in spec["daemons"]]
     for d in daemons:
         d.start(env)
-    (run_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
+    (run_dir / "supervisor.pid").write_text(f"{Daemon.pids.me()}\n")
     (run_dir / "ready").write_text("ok\n")
     log(f"{spec['name']} up with {[d.name for d in daemons]}")
     return loop(daemons, env)
@@ -101,6 +165,7 @@ def loop(daemons: list[Daemon], env: dict[str, str]) -> int:
         info = signal.sigtimedwait(WATCHED, timeout)
         if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
             return stop(daemons)
+        reap(daemons)
         now = time.monotonic()
         for d in daemons:
             code = d.exited()
@@ -112,6 +177,22 @@ def loop(daemons: list[Daemon], env: dict[str, str]) -> int:
                 d.next_start = 0.0
                 d.start(env)
                 log(f"{d.name} restarted (start #{d.starts}, pid {d.proc.pid if d.proc else 0})")
+
+
+def reap(daemons: list[Daemon]) -> None:
+    """Collect every child that ended: as a PID namespace's init the supervisor also
+    inherits the orphans of the node's jobs, which must not stay zombies."""
+    by_pid = {d.proc.pid: d for d in daemons if d.proc is not None}
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        daemon = by_pid.get(pid)
+        if daemon is not None and daemon.proc is not None:
+            daemon.proc.returncode = os.waitstatus_to_exitcode(status)
 
 
 def stop(daemons: list[Daemon]) -> int:

@@ -74,7 +74,8 @@ class LocalProvider:
             spec = bootstrap.write_node_spec(node, self.cdir)
             processes.start_supervisor(netns_name(self.plan, node.name),
                                        bootstrap.supervisor_argv(spec),
-                                       ndir / "logs" / "supervisor.log")
+                                       ndir / "logs" / "supervisor.log",
+                                       pid_namespace=bootstrap.own_pids(node))
         self._wait_ready(todo, timeout)
 
     def _wait_ready(self, nodes: list[NodeSpec], timeout: float) -> None:

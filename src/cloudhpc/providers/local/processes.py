@@ -46,10 +46,13 @@ def read_pid(path: Path) -> int | None:
         return None
 
 
-def start_supervisor(ns: str | None, argv: list[str], log: Path) -> None:
+def start_supervisor(ns: str | None, argv: list[str], log: Path,
+                     pid_namespace: bool = False) -> None:
     """Start a supervisor detached (setsid -f), so no caller has to reap it; it writes its
-    own pid file when ready. With a namespace, inside that node's namespaces."""
-    node = ["nsenter", f"--net=/run/netns/{ns}", "--", "unshare", "--mount", "--uts",
+    own pid file when ready. With a namespace, inside that node's namespaces (and with
+    PID_NAMESPACE a PID namespace of its own, the supervisor its init)."""
+    pid = ["--pid", "--fork"] if pid_namespace else []
+    node = ["nsenter", f"--net=/run/netns/{ns}", "--", "unshare", "--mount", "--uts", *pid,
             "--propagation", "private", "--"] if ns else []
     cmd = ["setsid", "-f", *node, *argv]
     with open(log, "ab") as fh:
