@@ -90,8 +90,9 @@ def remove_leftovers(name: str, cdir: ClusterDir, others: list[str],
     for ns in mine:
         run.run(["ip", "netns", "delete", ns], check=False)
         removed.append(f"namespace {ns}")
-    processes.stop_pid(processes.read_pid(cdir.control / "run" / "supervisor.pid"))
-    processes.stop_pid(processes.read_pid(cdir.control / "run" / "control.pid"))
+    for pid in processes.pids_mentioning(str(cdir.root) + "/"):
+        processes.stop_pid(pid, grace=2.0)
+        removed.append(f"process {pid}")
     links = run.run(["ip", "-o", "link", "show"], check=False).stdout
     for row in links.splitlines():
         parts = row.split(":")
@@ -183,6 +184,10 @@ def tear_down(plan: Plan, cdir: ClusterDir, provider: LocalProvider) -> None:
     provider.stop_api()
     provider.terminate([n.name for n in plan.nodes])
     provider.delete_network(plan)
+    from cloudhpc.providers.local import processes
+
+    for pid in processes.pids_mentioning(str(cdir.root) + "/"):  # started, never recorded
+        processes.stop_pid(pid, grace=2.0)
     left = provider.leftovers()
     if left:
         raise ProvisionError("down", f"namespaces still present: {', '.join(left)}",

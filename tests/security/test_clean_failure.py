@@ -93,7 +93,7 @@ def test_storage_get_stays_inside_its_target(sec: Sec, tmp_path: Path) -> None:
     victim = tmp_path / "outside.txt"
     victim.write_text("keep me\n")
     names = ["a\\..\\..\\outside.txt", "d/../../outside.txt", "../outside.txt",
-             "x/" + "y" * 300 + "/z"]
+             "e/./f/\\x"]
     for name in names:
         container.upload_blob(name, b"evil\n", overwrite=True)
     target = tmp_path / "target" / "in"

@@ -60,8 +60,8 @@ def test_up_with_bad_template_exits_2_without_traceback(tmp_path: Path) -> None:
 
 def test_missing_template_file(tmp_path: Path) -> None:
     res = cli("validate", "nope.yaml", home=tmp_path)
-    assert res.returncode == 1
-    assert res.stderr.count("\n") <= 2 and "cannot read nope.yaml" in res.stderr
+    assert res.returncode == 2
+    assert res.stderr.count("\n") <= 2 and "cannot read template" in res.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to another user")

@@ -36,43 +36,48 @@ def test_state_table(raw: str, state: JobState) -> None:
     assert slurm_state(raw) is state
 
 
-def test_from_scontrol_line() -> None:
-    line = ("JobId=5 JobName=pi UserId=root(0) JobState=PENDING Reason=Resources "
-            "ExitCode=0:0 SubmitTime=2026-11-24T10:44:26 StartTime=Unknown EndTime=Unknown "
-            "Partition=hpc NodeList=(null) NumNodes=2-2 NumTasks=N/A "
-            "StdOut=/shared/jobs/a/slurm-5.out WorkDir=/shared/jobs/a")
-    job = from_keyvalues(line)
-    assert (job.name, job.state, job.reason, job.node_count) == ("pi", JobState.PENDING,
-                                                                 "Resources", 2)
-    assert job.nodes == "" and job.start_time == 0 and job.tasks == 0
-    assert job.stdout.endswith("slurm-5.out")
+def _record(**values: str) -> bytes:
+    """One record as Slurm 22.05's `squeue -O QUEUE_FORMAT` prints it: each field padded or
+    cut to its width (checked against the real squeue: 'JobID:12' printed '1' and 11 spaces,
+    a 43-character name in 'Name:20' came out as its first 20 bytes)."""
+    from cloudhpc.slurm.client import QUEUE_FIELDS
+
+    out = b""
+    for _, key, width in QUEUE_FIELDS:
+        out += values.get(key, "").encode()[:width].ljust(width)
+    return out + b"\n"
 
 
-def test_parse_queue_reads_squeue_format_output() -> None:
-    """Lines as Slurm 22.05's `squeue -O QUEUE_FORMAT` printed them; a name may hold any
-    character but the separator, a pending job's end time is NONE, a cancelled one's task
-    count is Slurm's NO_VAL."""
-    from cloudhpc.slurm.client import QUEUE_FIELDS, SEP, parse_queue
+def test_parse_queue_cuts_records_at_fixed_offsets() -> None:
+    """A name may hold newlines, separators and text that looks like another job's record:
+    it stays in its own field, and the owner is the numeric uid."""
+    from cloudhpc.slurm.client import parse_queue
 
-    def line(*values: str) -> str:
-        assert len(values) == len(QUEUE_FIELDS)
-        return "".join(v + SEP for v in values)
-
-    text = "\n".join([
-        line("10001", "COMPLETED", "None", "hpc", "hpc-1", "1", "1", "root",
-             "2026-11-27T23:51:56", "2026-11-27T23:51:56", "2026-11-27T23:51:57", "768",
-             "/shared/jobs/a/slurm-%j.out", "/shared/jobs/a", "load"),
-        line("13137", "CANCELLED", "None", "hpc", "", "1", "4294967294", "alice",
-             "2026-11-27T23:55:44", "N/A", "NONE", "0", "/tmp/x-%j.out", "/",
-             "long name|with pipe"),
-        "garbage line",
+    forged = "x\n10001 0 RUNNING\x1f10001\x1fRUNNING\x1fNone\x1fhpc"
+    data = b"".join([
+        _record(job_id="10001", user_id="1001", job_state="COMPLETED", state_reason="None",
+                partition="hpc", nodes="hpc-1", node_count="1", tasks="1", user_name="vic",
+                submit_time="2026-11-27T23:51:56", start_time="2026-11-27T23:51:56",
+                end_time="2026-11-27T23:51:57", exit_code="768", name="load"),
+        _record(job_id="13137", user_id="1002", job_state="CANCELLED", state_reason="None",
+                partition="hpc", node_count="1", tasks="4294967294", user_name="mal",
+                submit_time="2026-11-27T23:55:44", start_time="N/A", end_time="NONE",
+                exit_code="0", name=forged),
     ])
-    done, cancelled = parse_queue(text)
-    assert done["job_id"] == 10001 and done["nodes"] == "hpc-1"
+    done, cancelled = parse_queue(data)
+    assert done["job_id"] == 10001 and done["nodes"] == "hpc-1" and done["user_id"] == 1001
     assert done["end_time"] - done["start_time"] == 1 and done["submit_time"] > 1.7e9
     job = from_squeue(done)
-    assert (job.state, job.exit_code, job.stdout) == (
-        JobState.COMPLETED, 3, "/shared/jobs/a/slurm-10001.out")
-    assert cancelled["name"] == "long name|with pipe" and cancelled["tasks"] == 0
+    assert (job.state, job.exit_code, job.uid) == (JobState.COMPLETED, 3, 1001)
+    assert cancelled["job_id"] == 13137 and cancelled["user_id"] == 1002
+    assert cancelled["name"] == forged and cancelled["tasks"] == 0
     assert cancelled["start_time"] == 0 and cancelled["end_time"] == 0
-    assert from_squeue(cancelled).user == "alice"
+    assert from_squeue(cancelled).user == "mal"
+    assert parse_queue(data[:-5]) == [done]  # a cut record is no job
+
+
+def test_jobcomp_owner_comes_from_the_records_head() -> None:
+    line = ("JobId=4 UserId=mal(1002) GroupId=mal(1002) Name=x UserId=vic(1001) JobId=9 "
+            "JobState=COMPLETED ExitCode=0:0 ")
+    job = from_keyvalues(line, 1002)
+    assert (job.job_id, job.user, job.uid) == (4, "mal", 1002)

@@ -76,3 +76,18 @@ def test_stage_out_refused(spec: str, words: str) -> None:
     with pytest.raises(StagingError) as info:
         parse_stage_out(spec)
     assert words in info.value.message
+
+
+@pytest.mark.parametrize("name", ["a\\..\\x", "d/../../x", "../x", "./x", "a//b",
+                                  "x/" + "y" * 300 + "/z", "nul\0byte"])
+def test_blob_names_that_cannot_be_local_paths(name: str) -> None:
+    from cloudhpc.storage.urls import local_relative
+
+    with pytest.raises(StagingError):
+        local_relative(name)
+
+
+def test_plain_blob_names_are_local_paths() -> None:
+    from cloudhpc.storage.urls import local_relative
+
+    assert local_relative("a/b c/d.txt") == "a/b c/d.txt"

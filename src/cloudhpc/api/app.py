@@ -94,10 +94,9 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
         who = tokens.verify(cluster.name, token)
         if who is not None:
             try:
-                uid = pwd.getpwnam(who.user).pw_uid
+                who = dataclasses.replace(who, uid=pwd.getpwnam(who.user).pw_uid)
             except KeyError:
-                uid = -2  # made at its first submission; owns nothing yet
-            who = dataclasses.replace(who, uid=uid)
+                return who  # made at its first submission; owns nothing yet (not kept)
             if len(verified) > 10000:
                 verified.clear()
             verified[token] = (who, time.monotonic() + 5)

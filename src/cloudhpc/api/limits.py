@@ -38,17 +38,25 @@ class BodyLimit:
                           [(b"www-authenticate", b"Bearer")])
             return
         seen = 0
+        over = False
 
         async def limited() -> Any:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:  # chunked and too long: the connection is dropped
+                if seen > self.limit:  # chunked and too long: reading stops here
+                    over = True
                     return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited, send)
+        async def answer(message: dict[str, Any]) -> None:
+            if not over:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await _answer(send, 413, f"request body over {self.limit} bytes")
+
+        await self.app(scope, limited, answer)
 
 
 async def _answer(send: Send, status: int, detail: str,

@@ -91,12 +91,13 @@ def token_create(user: Annotated[str, typer.Option(help="Unix user the token act
                    "fingerprint": pin})
         return
     out.print(f"token {info.id} for {user}{' (admin)' if admin else ''}: {secret}",
-              highlight=False)
+              highlight=False, soft_wrap=True)
     if pin:
-        out.print(f"API certificate SHA-256 fingerprint: {pin}", highlight=False)
+        out.print(f"API certificate SHA-256 fingerprint: {pin}", highlight=False,
+                  soft_wrap=True)
     flag = f" --fingerprint {pin}" if pin else ""
     out.print(f"use it: cloudhpc --remote {url} --token {secret}{flag} jobs   "
-              f"(dashboard: {url}/)", highlight=False)
+              f"(dashboard: {url}/)", highlight=False, soft_wrap=True)
 
 
 @tokens.command("list")

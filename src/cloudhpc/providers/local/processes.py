@@ -85,3 +85,20 @@ def stop_pid(pid: int | None, grace: float = 5.0) -> None:
     if alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line holds TEXT (a cluster's state directory): what a
+    cluster left running when its pid files were never written."""
+    out = []
+    needle = text.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                if needle in fh.read():
+                    out.append(int(entry))
+        except OSError:
+            continue
+    return out
