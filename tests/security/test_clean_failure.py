@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient
 
 from cloudhpc.plan import short_id
@@ -94,8 +95,15 @@ def test_storage_get_stays_inside_its_target(sec: Sec, tmp_path: Path) -> None:
     victim.write_text("keep me\n")
     names = ["a\\..\\..\\outside.txt", "d/../../outside.txt", "../outside.txt",
              "e/./f/\\x"]
-    for name in names:
-        container.upload_blob(name, b"evil\n", overwrite=True)
+    stored = []
+    for name in names:  # Azurite refuses some names itself; the others are the attack
+        try:
+            container.upload_blob(name, b"evil\n", overwrite=True)
+            stored.append(name)
+        except HttpResponseError:
+            pass
+    assert stored, "no hostile blob name could be stored"
+    names = stored
     target = tmp_path / "target" / "in"
     target.parent.mkdir()
     for name in names:

@@ -17,5 +17,5 @@ def test_a_job_sees_only_its_own_nodes_processes(sec: Sec) -> None:
     assert procs, out
     seen = " ".join(procs)
     assert "slurmctld" not in seen  # the head's daemon, in another node
-    assert "pytest" not in seen  # this machine's own processes
+    assert "-m pytest" not in seen and "bin/pytest" not in seen  # this machine's own
     assert f"PROC {os.getpid()} " not in seen
