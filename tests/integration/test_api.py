@@ -194,7 +194,7 @@ def test_fuzz_no_server_errors(api: dict[str, Any]) -> None:
     schema.write_text(raw(api, "GET", "/openapi.json", api["tokens"]["cht-fuzz"]).text)
     res = subprocess.run(
         [str(Path(sys.executable).with_name("schemathesis")), "run", str(schema),
-         "--base-url", api["url"], "--request-tls-verify", api["cert"],
+         "--url", api["url"], "--tls-verify", api["cert"],
          "--checks", "not_a_server_error",
          "-H", f"Authorization: Bearer {api['tokens']['cht-fuzz']}", "--max-examples", "15",
          "--request-timeout", "30", "--generation-deterministic", "--no-color"],
