@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import statistics
 import time
 from typing import Any
@@ -87,8 +88,9 @@ async def writer(http: aiohttp.ClientSession, until: float, accepted: list[int],
 
 
 async def load(url: str, token: str, seconds: float, readers: int,
-               writers: int, think: float) -> dict[str, Any]:
-    connector = aiohttp.TCPConnector(limit=readers + writers + 5)
+               writers: int, think: float, cert: str) -> dict[str, Any]:
+    tls = ssl.create_default_context(cafile=cert) if url.startswith("https") else None
+    connector = aiohttp.TCPConnector(limit=readers + writers + 5, ssl=tls or False)
     headers = {"Authorization": f"Bearer {token}"}
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(base_url=url, headers=headers, connector=connector,
@@ -132,11 +134,11 @@ def main() -> None:
     with bench_home(), cluster(template("b-api", "198.19.28.0/24", 2,
                                         size="Standard_D4s_v5")) as c:
         fill_s = fill(c, args.jobs)
-        _, token = TokenStore(c.store.path).create(c.name, "root", admin=True)
-        url = f"http://{c.plan.head.address}:8443"
+        _, token = TokenStore(c.store.path).create(c.name, "chb-admin", admin=True)
+        url = c.api_url  # HTTPS with the cluster's own certificate
         time.sleep(3)  # let the view take in the queue
         result = asyncio.run(load(url, token, args.seconds, args.readers, args.writers,
-                                  args.think))
+                                  args.think, str(c.dir.api_cert)))
         queued = len(c.jobs())
     print(json.dumps({"benchmark": "api_load", "jobs_in_system": queued,
                       "fill_seconds": round(fill_s, 1), "readers": args.readers,
