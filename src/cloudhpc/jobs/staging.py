@@ -11,7 +11,6 @@ itself; the job checks the file against that checksum before it puts it on PATH.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from cloudhpc.paths import ClusterDir
 from cloudhpc.storage.access import ROOT, ContainerAccess, Who, job_sas
-from cloudhpc.storage.blob import BlobStore
+from cloudhpc.storage.blob import BlobStore, _sha256
 from cloudhpc.storage.urls import (
     StageIn,
     StageOut,
@@ -106,13 +105,6 @@ def fetch_program(store: BlobStore, url_text: str, cache: Path) -> dict[str, str
             os.replace(staged, entry)
     return {"url": url_text, "sha256": sha, "path": str(target), "cached": cached}
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _directives(script: Path) -> list[str]:

@@ -14,7 +14,6 @@ reason that names the transfer; a job never starts with inputs missing."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudhpc.errors import CloudHPCError
 from cloudhpc.storage.account import BlobAccount
+from cloudhpc.storage.blob import _sha256
 from cloudhpc.storage.urls import BlobURL, local_relative, parse_blob_url
 
 if TYPE_CHECKING:
@@ -54,13 +54,6 @@ def _write_status(jobdir: Path, phase: str, record: dict[str, Any]) -> None:
     tmp.write_text(json.dumps(status, indent=1))
     tmp.replace(status_path(jobdir))
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _root_only(path: Path) -> bool:
