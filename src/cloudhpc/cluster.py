@@ -192,18 +192,15 @@ class Cluster:
         return self.runner.run(self.node_argv(node, argv), check=check, env=NODE_ENV,
                                timeout=timeout)
 
-    def exec_head(self, argv: Sequence[str]) -> Result:
-        if self.on_head:  # already in the head's namespaces (its API daemon): no nsenter
-            return self.runner.run(argv, env=NODE_ENV, timeout=60)
-        return self.runner.run(self.node_argv("head", argv), env=NODE_ENV, timeout=60)
+    def exec_head(self, argv: Sequence[str], check: bool = True) -> Result:
+        # already in the head's namespaces (its API daemon): no nsenter
+        full = argv if self.on_head else self.node_argv("head", argv)
+        return self.runner.run(full, env=NODE_ENV, timeout=60, check=check)
 
     def exec_head_unchecked(self, argv: Sequence[str]) -> Result:
-        """Run argv on the head node; a failure is returned, not raised."""
+        """Run argv on the head node; a failure (the head's too) is returned, not raised."""
         try:
-            if self.on_head:
-                return self.runner.run(argv, env=NODE_ENV, timeout=60, check=False)
-            return self.runner.run(self.node_argv("head", argv), env=NODE_ENV, timeout=60,
-                                   check=False)
+            return self.exec_head(argv, check=False)
         except CloudHPCError as exc:
             return Result(list(argv), -1, "", exc.message)
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import hostlist
 
-from cloudhpc.api.tokens import TokenStore
 from cloudhpc.cost import job_cost
 from cloudhpc.errors import CommandError, JobError
 from cloudhpc.jobs import staging, users
@@ -79,10 +78,10 @@ def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node
     meta = cluster.dir.jobs_meta / sub
     try:
         if transfers:
-            live = {t.id for t in TokenStore(cluster.store.path).list(cluster.name)
-                    if t.revoked is None}
+            access = ContainerAccess(cluster.store, cluster.name)
             wrapper = staging.write(cluster.dir, cluster.storage, transfers, script, meta,
-                                    workdir, gid, who, token, live, time_limit)
+                                    workdir, gid, who, token, access.live_tokens(),
+                                    time_limit)
             batch = f"/shared/{wrapper.relative_to(cluster.dir.shared)}"
     except BaseException:
         shutil.rmtree(host_dir, ignore_errors=True)
@@ -185,12 +184,11 @@ def _owner(job: Job) -> tuple[int, int] | None:
 def _with_staging(cluster: Cluster, job: Job) -> Job:
     """Add what staging did (JOBDIR/.cloudhpc/status.json, read as the job's user) and its
     failure as the reason."""
-    record = cluster.store.job(cluster.name, job.job_id)
     owner = _owner(job)
-    if record is None or owner is None:
+    if not job.workdir or owner is None:
         return job
     status = read_status(cluster.exec_head_unchecked, owner[0], owner[1],
-                         f"{record.workdir}/.cloudhpc/status.json")
+                         f"{job.workdir}/.cloudhpc/status.json")
     if not status:
         return job
     errors = [str(p["error"]) for p in (status.get("in", {}), status.get("out", {}))
@@ -256,18 +254,16 @@ wait = wait_for
 def logs(cluster: Cluster, job_id: int) -> str:
     """The job's output, read with its owner's privileges (the file is in the user's
     directory and may be a link the job planted)."""
-    job = get_job(cluster, job_id)
-    record = cluster.store.job(cluster.name, job_id)
-    path = record.stdout if record else job.stdout
-    if not path:
+    job = get_job(cluster, job_id)  # paths from cloudhpc's record when it has one
+    if not job.stdout:
         raise JobError(f"job {job_id} has no recorded output file", hint="")
     owner = _owner(job)
     text = None if owner is None else \
-        read_as(cluster.exec_head_unchecked, owner[0], owner[1], path)
+        read_as(cluster.exec_head_unchecked, owner[0], owner[1], job.stdout)
     if text is None:
         if not job.done and job.start_time == 0:
             return ""
-        raise JobError(f"output of job {job_id} not found at {path}",
+        raise JobError(f"output of job {job_id} not found at {job.stdout}",
                        hint="it may have been deleted, or written on a node-local path")
     return text
 

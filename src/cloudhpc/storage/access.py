@@ -66,6 +66,15 @@ class ContainerAccess:
         with self.db() as db:
             db.executescript(SCHEMA)
 
+    def live_tokens(self) -> set[str]:
+        """Ids of the cluster's tokens not revoked (their access policies are kept)."""
+        with self.db() as db:
+            if not db.execute("SELECT 1 FROM sqlite_master WHERE name='tokens'").fetchone():
+                return set()
+            rows = db.execute("SELECT id FROM tokens WHERE cluster=? AND revoked IS NULL",
+                              (self.cluster,)).fetchall()
+        return {r[0] for r in rows}
+
     def record(self, name: str, owner: str) -> None:
         with self.db() as db:
             db.execute("INSERT OR IGNORE INTO containers VALUES (?,?,?,?)",
