@@ -37,14 +37,16 @@ def test_state_table(raw: str, state: JobState) -> None:
 
 
 def _record(**values: str) -> bytes:
-    """One record as Slurm 22.05's `squeue -O QUEUE_FORMAT` prints it: each field padded or
-    cut to its width (checked against the real squeue: 'JobID:12' printed '1' and 11 spaces,
-    a 43-character name in 'Name:20' came out as its first 20 bytes)."""
+    """One record as Slurm 22.05's `squeue -O QUEUE_FORMAT` prints it: the separated fields
+    each followed by the unit separator, the free-text ones padded or cut to their width
+    (checked against the real squeue: 'JobID:12' printed '1' and 11 spaces, a 43-character
+    name in 'Name:20' came out as its first 20 bytes)."""
     from cloudhpc.slurm.client import QUEUE_FIELDS
 
     out = b""
     for _, key, width in QUEUE_FIELDS:
-        out += values.get(key, "").encode()[:width].ljust(width)
+        value = values.get(key, "").encode()
+        out += value[:width].ljust(width) if width else value + b"\x1f"
     return out + b"\n"
 
 

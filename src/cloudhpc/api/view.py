@@ -35,8 +35,8 @@ HISTORY = 20000  # finished jobs kept in the view
 # (user, state, done, uid) of a job: a plain tuple, because the snapshot crosses from the
 # worker process in a pickle, and 11,000 tuples unpickle in 0.3 ms against 5 ms for
 # dataclasses (time during which the API process holds its GIL and answers nobody). Access is
-# decided by UID: Slurm's numeric uid from the fixed-width queue, or cloudhpc's own record;
-# -1 when neither knows (such a job is shown to admins only).
+# decided by UID: Slurm's numeric uid from the queue (slurm.client: no job name can forge a
+# record), or cloudhpc's own record; -1 when neither knows (such a job is admins' only).
 JobMeta = tuple[str, str, bool, int]
 USER: Final = 0
 STATE: Final = 1
@@ -89,7 +89,9 @@ def _worker_refresh(home: str, name: str, on_head: bool = False) -> Snapshot:
         _worker["offset"] = 0
         _worker["queue"] = {}
         _worker["owners"] = {}
+        _worker["seen"] = set()  # jobs whose final state the queue showed
     cluster: Cluster = _worker["cluster"]
+    from_queue: set[int] = _worker["seen"]
     finished: dict[int, tuple[JobMeta, bytes]] = _worker["finished"]
     seen_queue: dict[bytes, tuple[bytes, int, JobMeta, bytes]] = _worker["queue"]
     try:
@@ -104,12 +106,17 @@ def _worker_refresh(home: str, name: str, on_head: bool = False) -> Snapshot:
         owners: dict[int, int] = _worker["owners"]
         queued = {hit[1] for hit in seen_queue.values()}
         for rec in records:
-            if rec.job_id in queued:  # the queue's view of it stands
+            if rec.job_id in queued or rec.job_id in from_queue:  # the queue's view stands
                 continue
-            job = from_keyvalues(rec.line, owners.get(rec.job_id, rec.uid))
+            uid = owners.get(rec.job_id, rec.uid)
+            known = finished.get(rec.job_id)
+            if rec.job_id not in owners and known is not None and known[0][UID] != uid:
+                uid = None  # records of one job that disagree: no owner (admins only)
+            job = from_keyvalues(rec.line, uid)
             finished[rec.job_id] = ((job.user, job.state.value, True, job.uid),
                                     _job_json(job))
         while len(finished) > HISTORY:
+            from_queue.discard(next(iter(finished)))
             finished.pop(next(iter(finished)))
     except OSError:
         pass
@@ -117,7 +124,7 @@ def _worker_refresh(home: str, name: str, on_head: bool = False) -> Snapshot:
         # a job whose record is the same as last time is not parsed or serialised again
         queue: dict[bytes, tuple[bytes, int, JobMeta, bytes]] = {}
         for raw in split_records(cluster.slurm.queue_bytes()):
-            key = raw[:20]
+            key = raw[:raw.find(b"\x1f")]  # the job id
             hit = seen_queue.get(key)
             if hit is None or hit[0] != raw:
                 row = parse_record(raw)
@@ -131,6 +138,7 @@ def _worker_refresh(home: str, name: str, on_head: bool = False) -> Snapshot:
         for key, hit in seen_queue.items():
             if key not in queue and hit[2][2]:
                 finished[hit[1]] = (hit[2], hit[3])
+                from_queue.add(hit[1])
         _worker["queue"] = queue
         nodes = [n.as_dict() for n in cluster.status()]
         ok, error = True, ""
