@@ -4,6 +4,7 @@ like the Slurm daemons. Listens on the head's cluster address, port 8443."""
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,9 @@ def main(argv: list[str]) -> int:
         return 1
     cluster = Cluster(record, store, on_head=True)
     app = create_app(cluster, TokenStore(home / "state.db"))
+    # readers first: the API answers from memory in well under a millisecond, while the
+    # Slurm daemons, its own workers (nice 5) and the jobs' processes share the same cores
+    os.nice(-5)
     # big, long-lived snapshots: collect young objects less often and never scan what was
     # loaded at start-up again (full collections over a 10,000-job view cost tens of ms)
     gc.freeze()
