@@ -90,3 +90,25 @@ def test_a_jobs_tokens_cover_exactly_its_blobs_and_end_with_it(sec: Sec,
     revoke_token_access(sec.cluster, info.id)  # what `cloudhpc token revoke` does
     with pytest.raises(HttpResponseError):  # revoked token: its jobs' tokens stop working
         _blob(sec, "blob://mal-sas/out.txt", write).upload_blob(b"late", overwrite=True)
+
+
+def test_a_comment_pointing_at_another_users_record_gets_no_tokens(sec: Sec) -> None:
+    """A job's comment selects the record whose tokens slurmctld's prolog makes; a user may
+    change their comment to another user's record: the uid slurmctld gives must match."""
+    import pwd
+
+    from cloudhpc.storage.grant import GrantRefused, grant
+
+    assert sec.post("cht-vic", "/api/storage/containers", json={"name": "vic-own"}
+                    ).status_code in (200, 201)
+    job_id = sec.submit("cht-vic", "#!/bin/sh\necho x > out.txt\n",
+                        stage_out=["out.txt:blob://vic-own/out.txt"])
+    job = sec.wait("cht-vic", job_id)
+    record = Path(str(job["workdir"])).name
+    mal = pwd.getpwnam("cht-mal").pw_uid
+    vic = pwd.getpwnam("cht-vic").pw_uid
+    for comment, uid in ((f"cloudhpc-stage:{record}", mal),
+                         (f"cloudhpc-stage:../jobs/{record}", vic),
+                         (f"cloudhpc-stage:{record}\nx", vic), ("cloudhpc-stage:", vic)):
+        with pytest.raises(GrantRefused):
+            grant(sec.cluster.dir.root, comment, uid)

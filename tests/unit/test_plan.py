@@ -63,3 +63,15 @@ def test_hosts_file_lists_every_node() -> None:
     assert "198.18.0.2\thead" in text
     assert "198.18.0.131\tmpi-3" in text
     assert plan.nodes[0].role is Role.HEAD
+
+
+def test_slurmctld_prolog_makes_blob_tokens_and_waits_only_when_autoscaled() -> None:
+    from cloudhpc.slurm.conf import ctld_prolog
+
+    fixed = template(compute=[{"name": "hpc", "size": "Standard_D4s_v5", "min": 2, "max": 2}])
+    static = ctld_prolog(make_plan(fixed), "/opt/py", "/var/lib/c/clusters/demo")
+    assert "-m cloudhpc.storage.grant /var/lib/c/clusters/demo \"$SLURM_JOB_COMMENT\"" \
+        in static
+    assert "sinfo" not in static and static.endswith("exit 0\n")
+    scaled = ctld_prolog(make_plan(template()), "/opt/py", "/var/lib/c/clusters/demo")
+    assert "cloudhpc.storage.grant" in scaled and "sinfo -h -N" in scaled

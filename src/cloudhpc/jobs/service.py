@@ -21,7 +21,7 @@ from cloudhpc.jobs import staging, users
 from cloudhpc.jobs.files import read_as, read_status
 from cloudhpc.jobs.model import Job, JobState, from_keyvalues, from_squeue
 from cloudhpc.slurm.client import parse_jobcomp
-from cloudhpc.slurm.conf import SlurmPaths
+from cloudhpc.slurm.conf import GRANT_PREFIX, SlurmPaths
 from cloudhpc.state import JobRecord
 from cloudhpc.storage.access import ROOT, ContainerAccess, Who
 from cloudhpc.storage.urls import StageIn, StageOut
@@ -78,10 +78,8 @@ def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node
     meta = cluster.dir.jobs_meta / sub
     try:
         if transfers:
-            access = ContainerAccess(cluster.store, cluster.name)
             wrapper = staging.write(cluster.dir, cluster.storage, transfers, script, meta,
-                                    workdir, gid, who, token, access.live_tokens(),
-                                    time_limit)
+                                    workdir, uid, gid, who, token, time_limit)
             batch = f"/shared/{wrapper.relative_to(cluster.dir.shared)}"
     except BaseException:
         shutil.rmtree(host_dir, ignore_errors=True)
@@ -98,6 +96,8 @@ def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node
         options.append(f"--partition={partition}")
     if time_limit:
         options.append(f"--time={time_limit}")
+    if transfers and who != ROOT:  # its blob tokens are made when it starts
+        options.append(f"--comment={GRANT_PREFIX}{sub}")
     if account is not None:
         home = f"{users.HOME}/{account.pw_name}"
         options += [f"--uid={account.pw_uid}", f"--gid={account.pw_gid}",

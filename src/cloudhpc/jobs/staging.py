@@ -5,7 +5,9 @@ stages in, runs the user's script and stages out (even when the script failed). 
 side is cloudhpc.storage.stage.
 
 cloudhpc's record lives in /shared/.cloudhpc/jobs/<id>/ (root's, readable by the job's
-group only): the job reads it but cannot change it. Programs are fetched here, by cloudhpc,
+group only): the job reads it but cannot change it. A user's job gets its blob tokens there
+when it starts (cloudhpc.storage.grant, run by slurmctld's prolog), so that they expire
+with the job counted from its start, however long it waited. Programs are fetched here, by cloudhpc,
 into /shared/.cloudhpc/exe/<sha256>/ (root's, 0755), keyed by the checksum cloudhpc computed
 itself; the job checks the file against that checksum before it puts it on PATH."""
 
@@ -21,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloudhpc.paths import ClusterDir
-from cloudhpc.storage.access import ROOT, ContainerAccess, Who, job_sas
+from cloudhpc.storage.access import ROOT, ContainerAccess, Who
 from cloudhpc.storage.blob import BlobStore, _sha256
+from cloudhpc.storage.grant import GRANT_FILE, GrantRequest
 from cloudhpc.storage.urls import (
     StageIn,
     StageOut,
@@ -121,7 +124,7 @@ def _private(path: Path, text: str, gid: int) -> None:
 
 
 def write(cdir: ClusterDir, store: BlobStore, staging: Staging, script: Path, meta: Path,
-          workdir: str, gid: int, who: Who, token: str, live_tokens: set[str],
+          workdir: str, uid: int, gid: int, who: Who, token: str,
           time_limit: int | None) -> Path:
     """Write cloudhpc's record of the job into META (root's, group GID) and the wrapper;
     return the wrapper's path (the script Slurm runs)."""
@@ -134,16 +137,16 @@ def write(cdir: ClusterDir, store: BlobStore, staging: Staging, script: Path, me
                    for s in staging.stage_in],
             "out": [s.to_dict() for s in staging.stage_out], "exe": programs}
     _private(meta / "staging.json", json.dumps(spec, indent=1), gid)
-    if who != ROOT:  # a user's job: one token per blob, never the account key
-        reads = sorted({b for blobs in staging.blobs.values() for b in blobs})
-        files = sorted({str(o.dest) for o in staging.stage_out if not o.dest.path.endswith("/")
-                        and not o.source.endswith("/")})
-        folders = sorted({o.dest.container for o in staging.stage_out
-                          if o.dest.path.endswith("/") or o.source.endswith("/")})
-        sas = job_sas(store, token, live_tokens, reads, files, folders, time_limit)
-        _private(meta / "credential.json", json.dumps(
-            {"account": store.account.account, "endpoint": store.account.endpoint,
-             "sas": sas}), gid)
+    if who != ROOT:  # a user's job: blob tokens made at its start (cloudhpc.storage.grant)
+        request = GrantRequest(
+            uid=uid, token=token, time_limit=time_limit,
+            reads=sorted({b for blobs in staging.blobs.values() for b in blobs}),
+            files=sorted({str(o.dest) for o in staging.stage_out
+                          if not o.dest.path.endswith("/") and not o.source.endswith("/")}),
+            folders=sorted({o.dest.container for o in staging.stage_out
+                            if o.dest.path.endswith("/") or o.source.endswith("/")}))
+        _private(meta / GRANT_FILE, request.model_dump_json(), 0)
+        os.chmod(meta / GRANT_FILE, 0o600)
     node_meta = f"/shared/{meta.relative_to(cdir.shared)}"  # the path nodes see
     stage = (f"{shlex.quote(sys.executable)} -m cloudhpc.storage.stage "
              f"{shlex.quote(str(cdir.root))} {shlex.quote(node_meta)}")

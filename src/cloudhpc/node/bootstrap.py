@@ -16,12 +16,12 @@ from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import NodeSpec, Plan, Role
 from cloudhpc.runner import BASE_PATH
 from cloudhpc.slurm.conf import (
-    CTLD_PROLOG,
     NODE_SPOOL,
     OMPI_MCA_PARAMS,
     TASK_PROLOG,
     USER_PROLOG,
     SlurmPaths,
+    ctld_prolog,
     render,
 )
 from cloudhpc.storage.account import BlobAccount
@@ -63,7 +63,8 @@ def write_cluster_files(plan: Plan, cdir: ClusterDir, template_json: str) -> Non
         os.chmod(folder, mode)
     paths = SlurmPaths(str(cdir.root))
     cdir.slurm_conf.write_text(render(plan, paths))
-    for path, text in ((paths.task_prolog, TASK_PROLOG), (paths.ctld_prolog, CTLD_PROLOG),
+    for path, text in ((paths.task_prolog, TASK_PROLOG),
+                       (paths.ctld_prolog, ctld_prolog(plan, sys.executable, str(cdir.root))),
                        (paths.user_prolog, USER_PROLOG)):
         Path(path).write_text(text)
         Path(path).chmod(0o755)

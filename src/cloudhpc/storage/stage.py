@@ -168,7 +168,13 @@ def main(argv: list[str]) -> int:
         return 1
     spec = json.loads((meta / "staging.json").read_text())
     credential = meta / "credential.json"
-    if credential.exists():  # a user's job: blob tokens, no account key
+    if (meta / "grant.json").exists():  # a user's job: blob tokens, no account key
+        if not credential.exists():
+            error = ("stage-in failed: this job's blob tokens were not made at its start "
+                     "(see the cluster's logs/grant.log)")
+            _write_status(jobdir, phase, {"state": "failed", "transfers": [], "error": error})
+            print(f"cloudhpc: {error}", file=sys.stderr)
+            return 1
         data = json.loads(credential.read_text())
         store = BlobStore(BlobAccount(data["account"], "", data["endpoint"]), sas=data["sas"])
     else:
