@@ -185,7 +185,10 @@ def _with_staging(cluster: Cluster, job: Job) -> Job:
     """Add what staging did (JOBDIR/.cloudhpc/status.json, read as the job's user) and its
     failure as the reason."""
     owner = _owner(job)
-    if not job.workdir or owner is None:
+    if not job.workdir.startswith("/shared/jobs/") or owner is None:
+        return job
+    record = cluster.dir.jobs_meta / Path(job.workdir).name / "staging.json"
+    if not record.exists():  # not staged (cloudhpc's own record: root's, no user's link)
         return job
     status = read_status(cluster.exec_head_unchecked, owner[0], owner[1],
                          f"{job.workdir}/.cloudhpc/status.json")
