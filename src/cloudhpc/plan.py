@@ -29,6 +29,7 @@ class NodeSpec:
     nodeset: str = ""
     dynamic: bool = False
     size: str = ""
+    memory_mib: int = 0  # what the node declares to Slurm (RealMemory)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,12 @@ def local_cpus(size_name: str, cap: int) -> int:
     return min(size.vcpus if size else 1, cap)
 
 
+def local_memory_mib(size_name: str, cap_gib: int) -> int:
+    """The size's memory, capped like its CPUs (a local node shares this machine's)."""
+    size = sizes.lookup(size_name)
+    return min(size.memory_gib if size else 1, cap_gib) * 1024
+
+
 def head_address(t: Template) -> str:
     """The head's address, without planning every node."""
     return str(ipaddress.ip_network(t.network.cidr).network_address + first_free(t.provider))
@@ -143,7 +150,9 @@ def make_plan(t: Template) -> Plan:
         for k, name in enumerate(names):
             nodes.append(NodeSpec(name, Role.COMPUTE, str(base + k),
                                   local_cpus(ns.size, cap), ns.name, dynamic=k >= ns.min,
-                                  size=ns.size))
+                                  size=ns.size,
+                                  memory_mib=local_memory_mib(ns.size,
+                                                              t.local.memory_cap_gib)))
         partition = ns.partition or ns.name
         members.setdefault(partition, []).extend(names)
         sets.append(NodeSetPlan(ns.name, partition, ns.min, ns.max, ns.idle_timeout,

@@ -79,13 +79,18 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc={jobcomp}
-MpiDefault=none
+# srun starts MPI ranks through PMIx (each node has its own /tmp, where PMIx keeps its
+# per-job directories); Debian's Open MPI has no Slurm PMI-2
+MpiDefault=pmix
 SchedulerType=sched/backfill
 # Start queued jobs as soon as slots free up instead of batching scheduler passes: with
 # trivial jobs this lifted completed jobs/s from ~32-43 to ~46 (bench/throughput.py).
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
+SelectTypeParameters=CR_CPU_Memory
+# a job asking for more nodes or time than its partition has is refused at submission,
+# with Slurm's message, instead of pending forever (PartitionNodeLimit)
+EnforcePartLimits=ALL
 SlurmdParameters=config_overrides
 ReturnToService=2
 SlurmdTimeout=30
@@ -105,7 +110,8 @@ def render_nodes(plan: Plan) -> str:
         # static nodes first, then each node set in template order (lower weight is used first)
         weight = nodeset.weight + (5 if node.dynamic else 0)
         lines.append(f"NodeName={node.name} NodeAddr={node.address} NodeHostname={node.name} "
-                     f"CPUs={node.cpus} Feature={node.nodeset} Weight={weight} State={state}")
+                     f"CPUs={node.cpus} RealMemory={node.memory_mib} Feature={node.nodeset} "
+                     f"Weight={weight} State={state}")
     return "\n".join(lines) + "\n"
 
 
@@ -114,8 +120,10 @@ def render_partitions(plan: Plan) -> str:
     for part in plan.partitions:
         nodes = str(hostlist.collect_hostlist(part.nodes))
         default = "YES" if part.default else "NO"
+        specs = [n for n in plan.compute() if n.name in set(part.nodes)]
+        per_cpu = min(n.memory_mib // max(n.cpus, 1) for n in specs) if specs else 1
         line = (f"PartitionName={part.name} Nodes={nodes} Default={default} "
-                "MaxTime=INFINITE State=UP OverSubscribe=NO")
+                f"MaxTime=INFINITE State=UP OverSubscribe=NO DefMemPerCPU={per_cpu}")
         idle = [s.idle_timeout for s in plan.nodesets if s.partition == part.name and s.dynamic]
         if idle:
             line += f" SuspendTime={min(idle)}"

@@ -55,6 +55,11 @@ class LocalProvider(_Model):
         description="most CPUs a local node declares to Slurm; a 120-vCPU size is emulated "
         "with this many job slots so it still runs on a small machine",
     )
+    memory_cap_gib: int = Field(
+        16, ge=1, le=4096,
+        description="most memory a local node declares to Slurm (GiB); like cpu_cap, a big "
+        "size is emulated with this much so that its jobs still fit a small machine",
+    )
     capacity: dict[str, int] = Field(
         default_factory=dict,
         description="node set -> most nodes the local provider will create (emulates a cloud "
