@@ -78,7 +78,10 @@ def stop_namespaces(namespaces: list[str], grace: float = 3.0) -> None:
 def stop_pid(pid: int | None, grace: float = 5.0) -> None:
     if pid is None or not alive(pid):
         return
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:  # gone meanwhile (e.g. with its namespace's init)
+        return
     deadline = time.monotonic() + grace
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
