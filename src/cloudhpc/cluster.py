@@ -1,17 +1,15 @@
-"""The service layer: every front end (CLI, Python API, later REST) goes through `Cluster`."""
+"""The cluster facade: every front end (CLI, Python API, the REST API's workers) goes through
+`Cluster`. It wires the collaborators — the provider backend, the Slurm client, the job
+service, the state store, the event log — and each does the work."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cloudhpc import lifecycle
+from cloudhpc import lifecycle, live, providers
 from cloudhpc.errors import (
     CloudHPCError,
     ClusterExists,
@@ -19,23 +17,21 @@ from cloudhpc.errors import (
     NodeNotFound,
     StorageError,
 )
-from cloudhpc.events import EventLog
-from cloudhpc.jobs import service as jobs_service
+from cloudhpc.events import EventKind, EventLog
 from cloudhpc.jobs.model import Job
+from cloudhpc.jobs.request import JobRequest
+from cloudhpc.jobs.service import JobService, Submitter
 from cloudhpc.node import bootstrap
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import Plan, Role, make_plan
-from cloudhpc.providers.base import NodeState
-from cloudhpc.providers.local import LocalProvider, processes
+from cloudhpc.providers.base import Backend, NodeState
 from cloudhpc.runner import BASE_PATH, Result, Runner
 from cloudhpc.slurm.client import SlurmClient
 from cloudhpc.state import ClusterRecord, Store
 from cloudhpc.storage.account import BlobAccount
+from cloudhpc.storage.blob import BlobStore
 from cloudhpc.storage.urls import StageIn, StageOut
 from cloudhpc.template import Template, load
-
-if TYPE_CHECKING:
-    from cloudhpc.storage.blob import BlobStore
 
 NODE_ENV = {"PATH": BASE_PATH, "HOME": "/root", "LANG": "C.UTF-8",
             "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
@@ -70,8 +66,25 @@ class Cluster:
         self.template = Template.model_validate(record.template)
         self.plan: Plan = make_plan(self.template)
         self.dir = ClusterDir.of(record.name, self.store.path.parent)
-        self.provider = LocalProvider(self.plan, self.dir, self.runner)
+        self._backend = providers.backend_for(self.template, self.plan, self.dir, self.runner)
         self.slurm = SlurmClient(self.exec_head)
+        self.service = JobService(self.name, self.plan, self.dir, self.slurm, self.store,
+                                  self.events, self.exec_head_unchecked, lambda: self.storage)
+
+    def _backend_of(self, template: Template, plan: Plan) -> Backend:
+        backend = providers.backend_for(template, plan, self.dir, self.runner)
+        if backend is None:
+            self._local_only()
+        assert backend is not None
+        return backend
+
+    @property
+    def backend(self) -> Backend:
+        """The provider backend of a cluster this machine brings up itself."""
+        if self._backend is None:
+            self._local_only()
+        assert self._backend is not None
+        return self._backend
 
     @property
     def name(self) -> str:
@@ -133,20 +146,20 @@ class Cluster:
                 cluster = cls(existing, store, runner)
                 if existing.status == "running":
                     if not cluster.healthy():  # repair: relaunch what is missing
-                        lifecycle.bring_up(cluster.plan, cluster.dir, cluster.provider,
-                                           cluster.slurm, template.model_dump_json(),
-                                           progress or lifecycle._noop, cleanup=False)
+                        lifecycle.bring_up(cluster.plan, cluster.dir, cluster.backend,
+                                           cluster.slurm, progress or lifecycle._noop,
+                                           cleanup=False)
                     return cluster
             store.put_cluster(template.name, template.provider, "creating", data,
                               template.network.cidr)
             cluster = cls(store.cluster(template.name), store, runner)  # type: ignore[arg-type]
             try:
-                lifecycle.bring_up(cluster.plan, cluster.dir, cluster.provider, cluster.slurm,
-                                   template.model_dump_json(), progress or lifecycle._noop)
+                lifecycle.bring_up(cluster.plan, cluster.dir, cluster.backend, cluster.slurm,
+                                   progress or lifecycle._noop)
             except BaseException:
                 # the rollback removed what it could; the record goes only if it all went,
                 # so that `down NAME` can finish the job after a second Ctrl-C
-                if not cluster.provider.leftovers() and not cluster.dir.root.exists():
+                if not cluster.backend.leftovers() and not cluster.dir.root.exists():
                     store.delete_cluster(template.name)
                 else:
                     store.set_status(template.name, "failed")
@@ -157,12 +170,21 @@ class Cluster:
     def down(self) -> None:
         with lifecycle.host_lock(), lifecycle.no_interrupts():
             self.store.set_status(self.name, "deleting")
-            lifecycle.tear_down(self.plan, self.dir, self.provider)
+            lifecycle.tear_down(self.plan, self.dir, self.backend)
             self.store.delete_cluster(self.name)  # its tokens, containers and jobs go too
 
+    @staticmethod
+    def remove_unrecorded(name: str, store: Store | None = None) -> list[str]:
+        """`down NAME` for a cluster the state store does not know (a second Ctrl-C during
+        `up` once removed the record first): whatever it left; returns what was removed."""
+        store = store or Store()
+        with lifecycle.host_lock(), lifecycle.no_interrupts():
+            return providers.remove_unrecorded(name, ClusterDir.of(name, store.path.parent),
+                                               [r.name for r in store.clusters()])
+
     def healthy(self) -> bool:
-        nodes = self.provider.nodes()
-        return self.provider.api_running() and all(
+        nodes = self.backend.nodes()
+        return self.backend.control_plane_running() and all(
             nodes[n.name].state is NodeState.RUNNING for n in self.plan.static_nodes())
 
     # -- nodes --------------------------------------------------------------------------
@@ -174,18 +196,7 @@ class Cluster:
                                 "(`cloudhpc down` still works from here)")
 
     def node_argv(self, node: str, argv: Sequence[str]) -> list[str]:
-        self._local_only()
-        if self.plan.node(node) is None:
-            names = ", ".join(n.name for n in self.plan.nodes)
-            raise NodeNotFound(f"no node '{node}' in cluster '{self.name}'",
-                               hint=f"nodes: {names}")
-        pid = self.provider.supervisor_pid(node)
-        if pid is None:
-            raise NodeNotFound(f"node '{node}' is not running",
-                               hint="see `cloudhpc status`; `cloudhpc up` repairs it")
-        spec = self.plan.node(node)
-        own = ["-p"] if spec is not None and bootstrap.own_pids(spec) else []
-        return ["nsenter", "-t", str(pid), "-n", "-m", "-u", *own, "--", *argv]
+        return self.backend.enter(node, argv)
 
     def exec(self, node: str, argv: Sequence[str], check: bool = False,
              timeout: float | None = None) -> Result:
@@ -205,10 +216,9 @@ class Cluster:
             return Result(list(argv), -1, "", exc.message)
 
     def status(self) -> list[NodeStatus]:
-        self._local_only()
-        provider = self.provider.nodes()
+        provider = self.backend.nodes()
         try:
-            slurm = {n["name"]: n for n in self.slurm.nodes()}
+            slurm = {n.name: n for n in self.slurm.nodes()}
             answered = True
         except CloudHPCError:
             slurm, answered = {}, False
@@ -217,15 +227,14 @@ class Cluster:
             info = provider[spec.name]
             state, reason = info.state.value, info.detail
             if spec.role is Role.COMPUTE:
-                raw = slurm.get(spec.name, {})
+                seen = slurm.get(spec.name)
                 if spec.dynamic and info.state is NodeState.ABSENT:
-                    down = raw.get("state") == "down"
+                    down = seen is not None and seen.state == "down"
                     state = "down+powered_down" if down else "powered_down"
-                    reason = raw.get("reason", "") if down else ""
+                    reason = seen.reason if seen is not None and down else ""
                 elif info.state is NodeState.RUNNING:
-                    flags = [f.lower() for f in raw.get("state_flags", [])]
-                    state = "+".join([raw.get("state", "unknown"), *flags])
-                    reason = raw.get("reason", "")
+                    state = seen.status if seen is not None else "unknown"
+                    reason = seen.reason if seen is not None else ""
                 elif info.state is NodeState.ABSENT:
                     state, reason = "down", "node does not exist"
             elif spec.role is Role.HEAD and info.state is NodeState.RUNNING and not answered:
@@ -242,72 +251,61 @@ class Cluster:
     def kill_node(self, node: str) -> list[int]:
         """Make a node vanish abruptly, like a VM losing power: every process in it dies."""
         self.node_argv(node, ["true"])  # validates the name and that it runs
-        pids = processes.pids_in_netns(self.provider.nodes()[node].provider_id)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.events.emit("chaos_kill_node", node=node, processes=len(pids))
+        pids = self.backend.kill(node, None)
+        self.events.emit(EventKind.CHAOS_KILL_NODE, node=node, processes=len(pids))
         return pids
 
     def kill_daemon(self, node: str, daemon: str) -> int:
         """Kill one supervised daemon; `control-plane control` is the host's control plane."""
         if node == "control-plane":
-            names, run = ["control"], self.dir.control / "run"
+            names = ["control"]
         else:
             spec = self.plan.node(node)
             if spec is None:
                 raise NodeNotFound(f"no node '{node}' in cluster '{self.name}'",
                                    hint="name a node from `cloudhpc status`, or control-plane")
-            names, run = [d["name"] for d in bootstrap.daemons(spec, self.dir)], \
-                self.dir.node(node) / "run"
+            names = [d["name"] for d in bootstrap.daemons(spec, self.dir)]
         if daemon not in names:
             raise NodeNotFound(f"node '{node}' runs no daemon '{daemon}'",
                                hint=f"its daemons: {', '.join(names)}")
-        pid = processes.read_pid(run / f"{daemon}.pid")
-        if pid is None or not processes.alive(pid):
+        pids = self.backend.kill(node, daemon)
+        if not pids:
             raise NodeNotFound(f"{daemon} is not running on {node}")
-        os.kill(pid, signal.SIGKILL)
-        self.events.emit("chaos_kill_daemon", node=node, daemon=daemon, pid=pid)
-        return pid
-
-    def provider_errors(self, partition: str) -> list[str]:
-        """Recent capacity or launch failures of the node sets serving a partition."""
-        sets = {s.name for s in self.plan.nodesets if s.partition == partition}
-        since = time.time() - 600
-        causes = [e.get("cause", "") for e in self.events.read(since, {"node_failed"})
-                  if e.get("nodeset") in sets]
-        return list(dict.fromkeys(c for c in causes if c))
+        self.events.emit(EventKind.CHAOS_KILL_DAEMON, node=node, daemon=daemon, pid=pids[0])
+        return pids[0]
 
     def scale(self, nodeset: str, min_nodes: int | None = None,
               max_nodes: int | None = None) -> dict[str, Any]:
         """Change a node set's min/max on the running cluster; jobs are kept."""
-        from cloudhpc import live
-
         with lifecycle.host_lock():
-            result = live.scale(self, nodeset, min_nodes, max_nodes)
+            result = live.scale(self.record, self.store, self.plan, self.dir, self._backend_of,
+                                self.slurm, self.events, nodeset, min_nodes, max_nodes)
         fresh = self.store.cluster(self.name)
         if fresh is not None:
             self._load(fresh)
         return result
 
     # -- jobs ---------------------------------------------------------------------------
-    def submit(self, script: str | Path, *, nodes: int | None = None,
+    def submit(self, script: str | Path | JobRequest, *, nodes: int | None = None,
                ntasks_per_node: int | None = None, partition: str | None = None,
                name: str | None = None, wait: bool = False,
                timeout: float | None = None, stage_in: Sequence[str | StageIn] = (),
                stage_out: Sequence[str | StageOut] = (), exe: Sequence[str] = (),
                user: str | None = None, describe: bool = True, admin: bool = False,
                token: str = "", time_limit: int | None = None) -> Job:
-        """Submit a batch script. stage_in: 'blob://CONTAINER/PATH[:DEST]' fetched into the
-        job's directory before it starts; stage_out: 'SRC:blob://CONTAINER/PATH' stored
-        after it ends (also when it failed); exe: programs in blob storage fetched once into
-        /shared and put on the job's PATH."""
-        return jobs_service.submit(self, Path(script), nodes=nodes,
-                                   ntasks_per_node=ntasks_per_node, partition=partition,
-                                   name=name, wait=wait, timeout=timeout, stage_in=stage_in,
-                                   stage_out=stage_out, exe=exe, user=user,
-                                   describe=describe, admin=admin, token=token,
-                                   time_limit=time_limit)
+        """Submit a batch script (a path, or a JobRequest). stage_in:
+        'blob://CONTAINER/PATH[:DEST]' fetched into the job's directory before it starts;
+        stage_out: 'SRC:blob://CONTAINER/PATH' stored after it ends (also when it failed);
+        exe: programs in blob storage fetched once into /shared and put on the job's PATH.
+        USER, ADMIN, TOKEN: who submits (the API's callers)."""
+        request = JobRequest.of(script, nodes=nodes, ntasks_per_node=ntasks_per_node,
+                                partition=partition, name=name,
+                                stage_in=[str(s) for s in stage_in] or None,
+                                stage_out=[str(s) for s in stage_out] or None,
+                                exe=list(exe) or None, time_limit=time_limit)
+        job = self.service.submit(request, Submitter(user, admin, token),
+                                  describe=describe and not wait)
+        return self.service.wait(job.job_id, timeout) if wait else job
 
     @property
     def storage(self) -> BlobStore:
@@ -315,20 +313,19 @@ class Cluster:
         if not self.dir.blob_account.exists():
             raise StorageError(f"cluster '{self.name}' has no blob store",
                                hint="set storage.blob.enabled: true in its template")
-        from cloudhpc.storage.blob import BlobStore  # the Azure SDK loads only when used
         return BlobStore(BlobAccount.load(self.dir.blob_account))
 
     def jobs(self, history: bool = False) -> list[Job]:
-        return jobs_service.list_jobs(self, include_history=history)
+        return self.service.jobs(include_history=history)
 
     def job(self, job_id: int) -> Job:
-        return jobs_service.get_job(self, job_id)
+        return self.service.get(job_id)
 
     def wait(self, job_id: int, timeout: float | None = None) -> Job:
-        return jobs_service.wait(self, job_id, timeout)
+        return self.service.wait(job_id, timeout)
 
     def logs(self, job_id: int) -> str:
-        return jobs_service.logs(self, job_id)
+        return self.service.logs(job_id)
 
     def cancel(self, job_id: int) -> None:
-        jobs_service.cancel(self, job_id)
+        self.service.cancel(job_id)

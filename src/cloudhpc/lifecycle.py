@@ -16,8 +16,8 @@ from cloudhpc.errors import CloudHPCError, NotRootError, ProvisionError
 from cloudhpc.node import bootstrap
 from cloudhpc.paths import ClusterDir, home
 from cloudhpc.plan import Plan
-from cloudhpc.providers.local import LocalProvider
-from cloudhpc.runner import Runner, require_programs
+from cloudhpc.providers.base import Backend
+from cloudhpc.runner import require_programs
 from cloudhpc.slurm.client import SlurmClient
 from cloudhpc.storage.account import PORT as BLOB_PORT
 
@@ -70,45 +70,8 @@ def no_interrupts() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
-def remove_leftovers(name: str, cdir: ClusterDir, others: list[str],
-                     runner: Runner | None = None) -> list[str]:
-    """Whatever a cluster NAME left without a record (a second Ctrl-C during `up` once
-    removed the record first): its nodes' namespaces and processes, its links, its state
-    directory. Returns what was removed."""
-    from cloudhpc.plan import short_id
-    from cloudhpc.providers.local import processes
-    from cloudhpc.providers.local.network import NETNS_DIR
-
-    removed: list[str] = []
-    sid = short_id(name)
-    spaces = sorted(p.name for p in NETNS_DIR.glob("*")) if NETNS_DIR.exists() else []
-    # NAME-node, but not a node of another cluster whose name begins with NAME-
-    mine = [ns for ns in spaces if ns.startswith(f"{name}-")
-            and not any(ns.startswith(f"{o}-") for o in others if o.startswith(f"{name}-"))]
-    processes.stop_namespaces(mine)
-    run = runner or Runner()
-    for ns in mine:
-        run.run(["ip", "netns", "delete", ns], check=False)
-        removed.append(f"namespace {ns}")
-    for pid in processes.pids_mentioning(str(cdir.root) + "/"):
-        processes.stop_pid(pid, grace=2.0)
-        removed.append(f"process {pid}")
-    links = run.run(["ip", "-o", "link", "show"], check=False).stdout
-    for row in links.splitlines():
-        parts = row.split(":")
-        link = parts[1].strip().split("@")[0] if len(parts) > 1 else ""
-        if link.startswith((f"chb{sid}", f"chv{sid}")):
-            run.run(["ip", "link", "delete", link], check=False)
-            removed.append(f"link {link}")
-    if cdir.root.exists():
-        shutil.rmtree(cdir.root, ignore_errors=True)
-        removed.append(f"directory {cdir.root}")
-    return removed
-
-
-def bring_up(plan: Plan, cdir: ClusterDir, provider: LocalProvider, slurm: SlurmClient,
-             template_json: str, progress: Progress = _noop, timeout: float = 60.0,
-             cleanup: bool = True) -> None:
+def bring_up(plan: Plan, cdir: ClusterDir, backend: Backend, slurm: SlurmClient,
+             progress: Progress = _noop, timeout: float = 60.0, cleanup: bool = True) -> None:
     """Run each step; on any failure (or Ctrl-C) remove everything (unless repairing a
     cluster that already ran: `cleanup=False`), then re-raise."""
     step = STEPS[0]
@@ -116,13 +79,16 @@ def bring_up(plan: Plan, cdir: ClusterDir, provider: LocalProvider, slurm: Slurm
         for number, step in enumerate(STEPS):
             progress(step, number, len(STEPS))
             if number == 0:
-                bootstrap.write_cluster_files(plan, cdir, template_json)
+                bootstrap.write_cluster_files(plan, cdir)
             elif number == 1:
-                provider.create_network(plan)
+                backend.create_network()
             elif number == 2:
-                provider.start_api()
+                backend.start_control_plane()
             elif number == 3:
-                provider.launch(plan.static_nodes())
+                errors = backend.launch(plan.static_nodes())
+                if errors:
+                    raise ProvisionError(step, errors[0].cause,
+                                         hint="see the node's logs/ directory")
             else:
                 wait_idle(plan, slurm, timeout)
                 if plan.blob:
@@ -132,7 +98,7 @@ def bring_up(plan: Plan, cdir: ClusterDir, provider: LocalProvider, slurm: Slurm
     except BaseException as exc:
         if cleanup:
             with no_interrupts():  # a second Ctrl-C must not stop the rollback half way
-                tear_down(plan, cdir, provider)
+                tear_down(plan, cdir, backend)
         if isinstance(exc, ProvisionError):
             raise
         if isinstance(exc, CloudHPCError):
@@ -149,7 +115,7 @@ def wait_idle(plan: Plan, slurm: SlurmClient, timeout: float) -> None:
     states: dict[str, str] = {}
     while time.monotonic() < deadline:
         try:
-            states = {n["name"]: n["state"] for n in slurm.nodes()}
+            states = {n.name: n.state for n in slurm.nodes()}
         except CloudHPCError:
             states = {}
         if want and all(states.get(n) == "idle" for n in want):
@@ -176,20 +142,17 @@ def wait_port(address: str, port: int, timeout: float, what: str) -> None:
                          f"{timeout:.0f} s", hint="see the node's logs/ directory")
 
 
-def tear_down(plan: Plan, cdir: ClusterDir, provider: LocalProvider) -> None:
+def tear_down(plan: Plan, cdir: ClusterDir, backend: Backend) -> None:
     """Remove every node, link and file of the cluster; safe to run again and again.
     The head goes first (its reconciler must not relaunch what is being removed), then the
     control plane, then everything else."""
-    provider.terminate([plan.head.name])
-    provider.stop_api()
-    provider.terminate([n.name for n in plan.nodes])
-    provider.delete_network(plan)
-    from cloudhpc.providers.local import processes
-
-    for pid in processes.pids_mentioning(str(cdir.root) + "/"):  # started, never recorded
-        processes.stop_pid(pid, grace=2.0)
-    left = provider.leftovers()
+    backend.terminate([plan.head.name])
+    backend.stop_control_plane()
+    backend.terminate([n.name for n in plan.nodes])
+    backend.delete_network()
+    backend.sweep()
+    left = backend.leftovers()
     if left:
-        raise ProvisionError("down", f"namespaces still present: {', '.join(left)}",
+        raise ProvisionError("down", f"still present: {', '.join(left)}",
                              hint="run `cloudhpc down` again")
     shutil.rmtree(cdir.root, ignore_errors=True)

@@ -9,64 +9,70 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from cloudhpc.errors import CloudHPCError, JobError, NodeNotFound
+from cloudhpc.events import EventKind, EventLog
 from cloudhpc.node import bootstrap
-from cloudhpc.plan import make_plan
-from cloudhpc.providers.local import LocalProvider, processes
-from cloudhpc.template import load
-
-if TYPE_CHECKING:
-    from cloudhpc.cluster import Cluster
+from cloudhpc.paths import ClusterDir
+from cloudhpc.plan import Plan, make_plan
+from cloudhpc.providers.base import Backend
+from cloudhpc.slurm.client import SlurmClient
+from cloudhpc.state import ClusterRecord, Store
+from cloudhpc.template import Template, load
 
 BUSY = ("allocated", "mixed", "completing")
 
 
-def scale(cluster: Cluster, nodeset: str, min_nodes: int | None,
-          max_nodes: int | None) -> dict[str, Any]:
-    data = copy.deepcopy(cluster.record.template)
+def scale(record: ClusterRecord, store: Store, plan: Plan, cdir: ClusterDir,
+          backend: Callable[[Template, Plan], Backend], slurm: SlurmClient, events: EventLog,
+          nodeset: str, min_nodes: int | None, max_nodes: int | None) -> dict[str, Any]:
+    """BACKEND gives the provider backend of a plan (the old one removes nodes, the new one
+    makes them)."""
+    data = copy.deepcopy(record.template)
     index = next((i for i, ns in enumerate(data["compute"]) if ns["name"] == nodeset), None)
     if index is None:
         names = ", ".join(ns["name"] for ns in data["compute"])
-        raise NodeNotFound(f"no node set '{nodeset}' in cluster '{cluster.name}'",
+        raise NodeNotFound(f"no node set '{nodeset}' in cluster '{record.name}'",
                            hint=f"node sets: {names}")
     entry = data["compute"][index]
     old = (entry["min"], entry["max"])
     entry["min"] = entry["min"] if min_nodes is None else min_nodes
     entry["max"] = entry["max"] if max_nodes is None else max_nodes
-    others = [(r.name, r.cidr) for r in cluster.store.clusters() if r.name != cluster.name]
+    others = [(r.name, r.cidr) for r in store.clusters() if r.name != record.name]
     template, _ = load(data, running=others)  # same validation as `up`, with field paths
-    plan = make_plan(template)
-    removed = [n.name for n in cluster.plan.compute()
-               if n.nodeset == nodeset and plan.node(n.name) is None]
-    _refuse_busy(cluster, removed)
+    new_plan = make_plan(template)
+    removed = [n.name for n in plan.compute()
+               if n.nodeset == nodeset and new_plan.node(n.name) is None]
+    _refuse_busy(slurm, removed)
 
-    bootstrap.write_cluster_files(plan, cluster.dir, template.model_dump_json())
-    provider = LocalProvider(plan, cluster.dir, cluster.runner)
-    _restart_slurmctld(cluster)
-    cluster.provider.terminate(removed)
-    new_static = [n for n in plan.static_nodes() if n.nodeset == nodeset]
-    provider.launch(new_static)
-    cluster.exec_head(["scontrol", "reconfigure"])
-    for daemon in ("reconciler",):  # it reads the template at start
-        pid = processes.read_pid(cluster.dir.node("head") / "run" / f"{daemon}.pid")
-        processes.stop_pid(pid, grace=2)
-    processes.stop_pid(processes.read_pid(cluster.dir.control / "run" / "control.pid"),
-                       grace=2)
-    cluster.store.put_cluster(cluster.name, template.provider, "running",
-                              template.model_dump(mode="json"), template.network.cidr)
-    cluster.events.emit("nodeset_scaled", nodeset=nodeset, old_min=old[0], old_max=old[1],
-                        min=entry["min"], max=entry["max"], removed=removed)
+    # the one copy of the template, then what is made from it
+    store.put_cluster(record.name, template.provider, "running",
+                      template.model_dump(mode="json"), template.network.cidr)
+    bootstrap.write_cluster_files(new_plan, cdir)
+    _restart_slurmctld(cdir, slurm)
+    backend(template, plan).terminate(removed)
+    new_backend = backend(template, new_plan)
+    errors = new_backend.launch([n for n in new_plan.static_nodes() if n.nodeset == nodeset])
+    slurm.reconfigure()
+    # the reconciler and the control plane read the template at start: their supervisors
+    # start them again with the new one
+    new_backend.kill("head", "reconciler")
+    new_backend.kill("control-plane", "control")
+    events.emit(EventKind.NODESET_SCALED, nodeset=nodeset, old_min=old[0], old_max=old[1],
+                min=entry["min"], max=entry["max"], removed=removed)
+    if errors:
+        raise CloudHPCError(f"node set '{nodeset}' scaled, but {errors[0].cause}",
+                            hint="`cloudhpc up` with the same template repairs it")
     return {"nodeset": nodeset, "min": entry["min"], "max": entry["max"], "removed": removed}
 
 
-def _refuse_busy(cluster: Cluster, removed: list[str]) -> None:
+def _refuse_busy(slurm: SlurmClient, removed: list[str]) -> None:
     if not removed:
         return
     try:
-        busy = [n["name"] for n in cluster.slurm.nodes()
-                if n["name"] in removed and n.get("state") in BUSY]
+        busy = [n.name for n in slurm.nodes() if n.name in removed and n.state in BUSY]
     except CloudHPCError:
         busy = []
     if busy:
@@ -74,14 +80,20 @@ def _refuse_busy(cluster: Cluster, removed: list[str]) -> None:
                        hint="wait for those jobs or cancel them, then scale down")
 
 
-def _restart_slurmctld(cluster: Cluster) -> None:
-    pidfile = cluster.dir.node("head") / "run" / "slurmctld.pid"
-    old = processes.read_pid(pidfile)
-    cluster.exec_head(["scontrol", "shutdown", "slurmctld"])
+def _restart_slurmctld(cdir: ClusterDir, slurm: SlurmClient) -> None:
+    pidfile = cdir.node("head") / "run" / "slurmctld.pid"
+
+    def pid() -> str:
+        try:
+            return pidfile.read_text().strip()
+        except OSError:
+            return ""
+
+    old = pid()
+    slurm.shutdown_controller()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        new = processes.read_pid(pidfile)
-        if new != old and cluster.slurm.ping():
+        if pid() not in (old, "") and slurm.ping():
             return
         time.sleep(0.1)
     raise CloudHPCError("slurmctld did not come back after the change",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_HOME = "/var/lib/cloudhpc"
 
@@ -81,6 +83,25 @@ class ClusterDir:
     @property
     def events(self) -> Path:
         return self.root / "events.jsonl"
+
+    @property
+    def template(self) -> Path:
+        """The cluster's template (validated, defaults filled in): the one copy. The state
+        store's record points here; every process of the cluster reads it."""
+        return self.etc / "template.json"
+
+    def write_template(self, data: dict[str, Any]) -> None:
+        """Replace the template whole (readers never see half of it)."""
+        if not self.root.exists():
+            self.root.mkdir(mode=0o700, parents=True)
+        self.etc.mkdir(exist_ok=True)
+        tmp = self.etc / f".template.json.{os.getpid()}"
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.template)
+
+    def read_template(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.template.read_text())
+        return data
 
     @property
     def logs(self) -> Path:

@@ -1,4 +1,5 @@
-"""The one seam through which every external command runs (ip, nsenter, Slurm, mount ...)."""
+"""The one seam through which every external command runs (ip, nsenter, Slurm, mount ...);
+the node supervisor, which starts and watches daemons, is the only other."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cloudhpc.errors import CommandError, MissingPackageError
 
@@ -67,6 +69,32 @@ class Runner:
         if check and proc.returncode != 0:
             raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr)
         return result
+
+
+    def spawn(self, cmd: Sequence[str], log: Path) -> None:
+        """Start a detached program (it must daemonise itself, e.g. `setsid -f`): the
+        command returns at once and its output goes to LOG."""
+        argv = list(cmd)
+        try:
+            with open(log, "ab") as fh:
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=fh,
+                                      stderr=subprocess.STDOUT, timeout=60,
+                                      env={"PATH": BASE_PATH, "LANG": "C.UTF-8"})
+        except FileNotFoundError:
+            raise MissingPackageError(argv[0], PACKAGES.get(argv[0], argv[0])) from None
+        if proc.returncode != 0:
+            raise CommandError(argv, proc.returncode, "", f"see {log}")
+
+
+    def replace(self, cmd: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        """Become CMD (exec): for interactive commands that take over the terminal
+        (`cloudhpc exec`) and for the boot script handing over to the node supervisor."""
+        argv = list(cmd)
+        full_env = {"PATH": BASE_PATH, "LANG": "C.UTF-8", **(env or {})}
+        try:
+            os.execvpe(argv[0], argv, full_env)
+        except FileNotFoundError:
+            raise MissingPackageError(argv[0], PACKAGES.get(argv[0], argv[0])) from None
 
 
 def require_programs(names: Sequence[str]) -> None:

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloudhpc.paths import home
+from cloudhpc.paths import ClusterDir, home
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS clusters (
   name TEXT PRIMARY KEY, provider TEXT NOT NULL, status TEXT NOT NULL,
-  template TEXT NOT NULL, cidr TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+  cidr TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
   cluster TEXT NOT NULL, job_id INTEGER NOT NULL, script TEXT NOT NULL, workdir TEXT NOT NULL,
   stdout TEXT NOT NULL, submitted REAL NOT NULL, PRIMARY KEY (cluster, job_id));
@@ -33,10 +33,23 @@ class ClusterRecord:
     name: str
     provider: str
     status: str
-    template: dict[str, Any]
     cidr: str
     created: float
     instance: str = ""  # made at each `up`: tokens belong to one instance of a name
+    base: Path = Path()  # the state directory (clusters/NAME/ below it)
+
+    @property
+    def dir(self) -> ClusterDir:
+        return ClusterDir.of(self.name, self.base)
+
+    @property
+    def template(self) -> dict[str, Any]:
+        """The cluster's template, from its one copy (paths.ClusterDir.template); {} if that
+        is gone (a cluster removed half way: `down NAME` finishes it)."""
+        try:
+            return self.dir.read_template()
+        except (OSError, ValueError):
+            return {}
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,18 @@ class Store:
                 have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            self._move_templates(db)
+
+    def _move_templates(self, db: sqlite3.Connection) -> None:
+        """Before version 0.6 the template was kept here as well as in the cluster's
+        directory: keep the directory's copy only."""
+        if "template" not in {r[1] for r in db.execute("PRAGMA table_info(clusters)")}:
+            return
+        for name, text in db.execute("SELECT name, template FROM clusters").fetchall():
+            cdir = ClusterDir.of(name, self.path.parent)
+            if not cdir.template.exists():
+                cdir.write_template(json.loads(text))
+        db.execute("ALTER TABLE clusters DROP COLUMN template")
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -72,15 +97,16 @@ class Store:
 
     def put_cluster(self, name: str, provider: str, status: str, template: dict[str, Any],
                     cidr: str) -> None:
+        """Record a cluster; its template goes to the one place it is kept, the cluster's
+        directory (written first: a record always has its template)."""
+        ClusterDir.of(name, self.path.parent).write_template(template)
         now = time.time()
         with self.connect() as db:
             db.execute(
-                "INSERT INTO clusters (name, provider, status, template, cidr, created, updated,"
-                " instance) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
-                "status=excluded.status, template=excluded.template, cidr=excluded.cidr, "
-                "updated=excluded.updated",
-                (name, provider, status, json.dumps(template), cidr, now, now,
-                 secrets.token_hex(16)))
+                "INSERT INTO clusters (name, provider, status, cidr, created, updated,"
+                " instance) VALUES (?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+                "status=excluded.status, cidr=excluded.cidr, updated=excluded.updated",
+                (name, provider, status, cidr, now, now, secrets.token_hex(16)))
 
     def set_status(self, name: str, status: str) -> None:
         with self.connect() as db:
@@ -97,10 +123,9 @@ class Store:
 
     def clusters(self) -> list[ClusterRecord]:
         with self.connect() as db:
-            rows = db.execute("SELECT name, provider, status, template, cidr, created, instance "
+            rows = db.execute("SELECT name, provider, status, cidr, created, instance "
                               "FROM clusters ORDER BY name").fetchall()
-        return [ClusterRecord(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6])
-                for r in rows]
+        return [ClusterRecord(r[0], r[1], r[2], r[3], r[4], r[5], self.path.parent) for r in rows]
 
     def cluster(self, name: str) -> ClusterRecord | None:
         return next((c for c in self.clusters() if c.name == name), None)

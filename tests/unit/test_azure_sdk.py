@@ -348,6 +348,7 @@ def test_power_saving_entry_point_drives_the_azure_provider(template: Any,
     one node is created, one refused by quota; the refusal is reported as the node's
     failure (so that the node set backs off), with Azure's message."""
     from cloudhpc.autoscale.control import Controller
+    from cloudhpc.events import EventLog
     from cloudhpc.paths import ClusterDir
 
     def answer(method: str, url: str, body: Any) -> Reply:
@@ -360,7 +361,8 @@ def test_power_saving_entry_point_drives_the_azure_provider(template: Any,
     prov, rec = provider(template, answer)
     cdir = ClusterDir(tmp_path / "c")
     cdir.root.mkdir()
-    result = Controller(make_plan(template), cdir, {}, prov).launch(["hb-1", "hb-2"])
+    result = Controller(make_plan(template), prov, {}, EventLog(cdir.events)).launch(
+        ["hb-1", "hb-2"])
     assert result["launched"] == ["hb-2"]
     assert [(f["node"], "QuotaExceeded" in f["cause"]) for f in result["failed"]] == [
         ("hb-1", True)]

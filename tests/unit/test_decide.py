@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cloudhpc.autoscale.decide import Act, ProviderNode, SlurmNode, decide
-from cloudhpc.events import EventLog
+from cloudhpc.events import EventKind, EventLog
 
 UP = frozenset({"CLOUD"})
 OFF = frozenset({"CLOUD", "POWERED_DOWN"})
@@ -54,8 +54,8 @@ def test_decide_ignores_nodes_missing_from_a_view() -> None:
 
 def test_event_log_appends_and_filters(tmp_path) -> None:  # type: ignore[no-untyped-def]
     log = EventLog(tmp_path / "events.jsonl")
-    first = log.emit("node_launched", node="a-1")
-    log.emit("job_submitted", job=3)
+    first = log.emit(EventKind.NODE_LAUNCHED, node="a-1")
+    log.emit(EventKind.JOB_SUBMITTED, job=3)
     (tmp_path / "events.jsonl").open("a").write('{"partial": ')  # a torn last line
     assert [e["kind"] for e in log.read()] == ["node_launched", "job_submitted"]
     assert log.read(kinds={"job_submitted"})[0]["job"] == 3

@@ -26,29 +26,13 @@ from cloudhpc.api.work import WorkerError, Workers
 from cloudhpc.cluster import Cluster
 from cloudhpc.errors import CloudHPCError, CommandError
 from cloudhpc.jobs.model import Job
+from cloudhpc.jobs.request import JobRequest
 from cloudhpc.storage.access import AccessDenied, ContainerAccess
 from cloudhpc.storage.access import Who as StorageWho
 from cloudhpc.storage.urls import parse_blob_url
 
 bearer = HTTPBearer(auto_error=False)
 WEB = resources.files("cloudhpc").joinpath("web")
-
-
-class JobRequest(BaseModel):
-    script: str = Field(min_length=1, max_length=1_000_000,
-                        description="the batch script's text (#SBATCH lines are kept)")
-    name: str = Field("job", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="job name")
-    nodes: int | None = Field(None, ge=1, le=10000)
-    ntasks_per_node: int | None = Field(None, ge=1, le=1024)
-    partition: str | None = Field(None, pattern=r"^[a-z][a-z0-9]{0,11}$")
-    stage_in: list[str] = Field(default_factory=list, max_length=100,
-                                description="blob://CONTAINER/PATH[:DEST]")
-    stage_out: list[str] = Field(default_factory=list, max_length=100,
-                                 description="SRC:blob://CONTAINER/PATH")
-    exe: list[str] = Field(default_factory=list, max_length=20,
-                           description="programs in blob storage put on the job's PATH")
-    time_limit: int | None = Field(None, ge=1, le=525600,
-                                   description="minutes the job may run (Slurm's --time)")
 
 
 class ContainerRequest(BaseModel):
@@ -199,11 +183,7 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
     async def submit(req: JobRequest, who: Who) -> Job:
         """Submit a batch script; answered once Slurm has the job. It runs as the token's
         Unix user (created on the cluster if needed)."""
-        options = {"nodes": req.nodes, "ntasks_per_node": req.ntasks_per_node,
-                   "partition": req.partition, "stage_in": req.stage_in,
-                   "stage_out": req.stage_out, "exe": req.exe, "user": who.user,
-                   "admin": who.admin, "token": who.token_id, "time_limit": req.time_limit}
-        job: Job = await workers.call("submit", req.script, req.name, options)
+        job: Job = await workers.call("submit", req, who.user, who.admin, who.token_id)
         view.poke()
         return job
 

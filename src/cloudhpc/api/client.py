@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +13,8 @@ import httpx
 
 from cloudhpc.errors import CloudHPCError, JobError
 from cloudhpc.jobs.model import Job, JobState
+from cloudhpc.jobs.request import JobRequest
+from cloudhpc.jobs.wait import wait_until_done
 
 
 class RemoteError(CloudHPCError):
@@ -104,21 +105,18 @@ class RemoteCluster:
     def status(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/api/nodes"))
 
-    def submit(self, script: str | Path, *, nodes: int | None = None,
+    def submit(self, script: str | Path | JobRequest, *, nodes: int | None = None,
                ntasks_per_node: int | None = None, partition: str | None = None,
                name: str | None = None, stage_in: list[str] | None = None,
                stage_out: list[str] | None = None, exe: list[str] | None = None,
                wait: bool = False, timeout: float | None = None,
                time_limit: int | None = None) -> Job:
-        path = Path(script)
-        body: dict[str, Any] = {"script": path.read_text(), "name": name or path.stem,
-                                "stage_in": stage_in or [], "stage_out": stage_out or [],
-                                "exe": exe or []}
-        for key, value in (("nodes", nodes), ("ntasks_per_node", ntasks_per_node),
-                           ("partition", partition), ("time_limit", time_limit)):
-            if value is not None:
-                body[key] = value
-        job = _job(self._call("POST", "/api/jobs", json=body))
+        request = JobRequest.of(script, nodes=nodes, ntasks_per_node=ntasks_per_node,
+                                partition=partition, name=name, stage_in=stage_in or None,
+                                stage_out=stage_out or None, exe=exe or None,
+                                time_limit=time_limit)
+        job = _job(self._call("POST", "/api/jobs",
+                              json=request.model_dump(mode="json", exclude_none=True)))
         return self.wait(job.job_id, timeout) if wait else job
 
     def jobs(self, history: bool = True, state: str | None = None,
@@ -143,14 +141,7 @@ class RemoteCluster:
         return list(self._call("GET", "/api/events", params={"since": since}))
 
     def wait(self, job_id: int, timeout: float | None = None) -> Job:
-        deadline = time.monotonic() + timeout if timeout else None
-        while True:
-            job = self.job(job_id)
-            if job.done:
-                return job
-            if deadline and time.monotonic() > deadline:
-                raise JobError(f"job {job_id} still {job.state.value} after {timeout:.0f} s")
-            time.sleep(0.5)
+        return wait_until_done(self.job, job_id, timeout, first=0.2, longest=1.0)
 
 
 __all__ = ["RemoteCluster", "RemoteError"]

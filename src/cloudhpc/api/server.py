@@ -4,6 +4,7 @@ like the Slurm daemons. Listens on the head's cluster address, port 8443."""
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import sys
 from pathlib import Path
@@ -18,13 +19,18 @@ from cloudhpc.state import Store
 PORT = 8443
 
 
+log = logging.getLogger("cloudhpc.api")
+
+
 def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     root = Path(argv[0])
     home = root.parent.parent  # CLOUDHPC_HOME/clusters/NAME
     store = Store(home / "state.db")
     record = store.cluster(root.name)
     if record is None:
-        print(f"cloudhpc api: no cluster {root.name} in {home}", file=sys.stderr)
+        log.error("no cluster %s in %s", root.name, home)
         return 1
     cluster = Cluster(record, store, on_head=True)
     app = create_app(cluster, TokenStore(home / "state.db"))

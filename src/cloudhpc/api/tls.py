@@ -8,11 +8,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import os
 import ssl
 from pathlib import Path
 
 from cloudhpc.errors import CloudHPCError
+from cloudhpc.secretfile import write_secret
 
 CERT, KEY = "api.crt", "api.key"
 
@@ -39,12 +39,9 @@ def make_certificate(etc: Path, cluster: str, address: str) -> Path:
                 critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .sign(key, hashes.SHA256()))
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM,
-                                   serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    os.chmod(key_path, 0o600)
+    write_secret(key_path, key.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path
 

@@ -19,14 +19,12 @@ from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from cloudhpc.api.work import NICE
+from cloudhpc.cluster import Cluster
 from cloudhpc.errors import CloudHPCError
 from cloudhpc.jobs.model import Job, from_keyvalues
-
-if TYPE_CHECKING:
-    from cloudhpc.cluster import Cluster
 
 SAMPLES = 1800  # 1 h at one sample every 2 s
 HISTORY = 20000  # finished jobs kept in the view

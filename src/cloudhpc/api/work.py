@@ -13,19 +13,17 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import pathlib
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from cloudhpc.cluster import Cluster
 from cloudhpc.errors import CloudHPCError, CommandError, JobError
-
-if TYPE_CHECKING:
-    from cloudhpc.cluster import Cluster
-    from cloudhpc.jobs.model import Job
+from cloudhpc.jobs.model import Job
+from cloudhpc.jobs.request import JobRequest
+from cloudhpc.jobs.service import Submitter
 
 WORKERS = 2
 
@@ -58,11 +56,8 @@ def _init(home: str, name: str, on_head: bool) -> None:
     _cluster.append(Cluster(record, store, on_head=on_head))
 
 
-def _submit(cluster: Cluster, script: str, name: str, options: dict[str, Any]) -> Job:
-    with tempfile.TemporaryDirectory(prefix="cloudhpc-api-") as tmp:
-        path = pathlib.Path(tmp) / f"{name}.sh"
-        path.write_text(script)
-        return cluster.submit(path, name=name, describe=False, **options)
+def _submit(cluster: Cluster, request: JobRequest, user: str, admin: bool, token: str) -> Job:
+    return cluster.service.submit(request, Submitter(user, admin, token), describe=False)
 
 
 def _job(cluster: Cluster, job_id: int) -> Job | None:
@@ -73,9 +68,7 @@ def _job(cluster: Cluster, job_id: int) -> Job | None:
 
 
 def _logs(cluster: Cluster, job_id: int) -> str:
-    from cloudhpc.jobs.service import logs
-
-    return logs(cluster, job_id)
+    return cluster.logs(job_id)
 
 
 def _cancel(cluster: Cluster, job_id: int) -> None:

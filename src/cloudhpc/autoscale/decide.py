@@ -1,10 +1,12 @@
-"""The reconciler's decision step: a pure function of snapshots (Slurm's view, the
+"""The reconciler's node decisions: a pure function of snapshots (Slurm's view, the
 provider's view, the plan) returning actions. Every rule says why it exists."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+from cloudhpc.slurm.client import SlurmNode
 
 CAPACITY_PREFIX = "capacity:"
 LOST_PREFIX = "node lost"
@@ -17,15 +19,6 @@ class Act(enum.Enum):
     FAIL_DYNAMIC = "fail_dynamic"  # dynamic node lost: requeue its jobs, power it down
     REMOVE_ORPHAN = "remove_orphan"  # provider has a node Slurm thinks is powered down
     RETRY = "retry"                # cooldown over, or a lost node removed: eligible again
-
-
-@dataclass(frozen=True)
-class SlurmNode:
-    name: str
-    state: str            # idle, allocated, mixed, down, unknown ...
-    flags: frozenset[str]  # CLOUD, POWERED_DOWN, POWERING_UP, POWERING_DOWN, DRAIN ...
-    reason: str = ""
-    reason_age: float = 0.0  # seconds since the reason was set
 
 
 @dataclass(frozen=True)

@@ -1,52 +1,46 @@
 """The reconciler daemon on the head node (supervised like the Slurm daemons): reflects
-Slurm's and the provider's views into events, then acts on the decisions of `decide`.
+Slurm's and the provider's views into events, then acts on the decisions of the pure rules
+(`decide` for nodes, `jobrules` for jobs). Each step of a tick runs on its own: one that
+fails is logged and the others still run.
 
     python -m cloudhpc.autoscale.reconciler CLUSTER_DIR
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
+import functools
+import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
-from cloudhpc.autoscale.decide import LOST_PREFIX, Act, Action, ProviderNode, SlurmNode, decide
-from cloudhpc.autoscale.power import PATH, call, jobs_on, scontrol, take_out
-from cloudhpc.events import EventLog
-from cloudhpc.jobs.model import Job, from_keyvalues
+from cloudhpc.autoscale import jobrules
+from cloudhpc.autoscale.decide import LOST_PREFIX, Act, Action, ProviderNode, decide
+from cloudhpc.autoscale.protocol import ControlClient, LaunchReply, NodeReply, TerminateReply
+from cloudhpc.events import EventKind, EventLog
+from cloudhpc.jobs.model import from_keyvalues
+from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import make_plan
+from cloudhpc.slurm.client import SlurmClient, SlurmNode, on_this_node
+from cloudhpc.slurm.conf import SlurmPaths
+from cloudhpc.slurm.jobcomp import FinishedJobs
 from cloudhpc.template import Template
+
+log = logging.getLogger("cloudhpc.reconciler")
 
 INTERVAL = 3.0
 COOLDOWN = 60.0
 UP_STATES = {"idle", "allocated", "mixed", "completing"}
 
 
-def run(argv: list[str]) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, env={"PATH": PATH},
-                          timeout=60, check=True).stdout
+class Control(Protocol):
+    """The control plane, as the reconciler uses it (autoscale.protocol.ControlClient)."""
 
-
-def scontrol_update(node: str, *settings: str) -> None:
-    subprocess.run(["scontrol", "update", f"nodename={node}", *settings], env={"PATH": PATH},
-                   capture_output=True, timeout=60, check=False)
-
-
-def slurm_nodes(now: float) -> dict[str, SlurmNode]:
-    out = {}
-    for raw in json.loads(run(["sinfo", "--json"]))["nodes"]:
-        changed = float(raw.get("reason_changed_at") or 0)
-        out[raw["name"]] = SlurmNode(raw["name"], raw.get("state", "unknown"),
-                                     frozenset(raw.get("state_flags", [])),
-                                     raw.get("reason", ""), now - changed if changed else 0.0)
-    return out
-
-
-def running_jobs() -> set[int]:
-    text = run(["squeue", "-h", "--states=RUNNING", "-o", "%i"])
-    return {int(j) for j in text.split() if j.isdigit()}
+    def launch(self, nodes: str) -> LaunchReply: ...
+    def terminate(self, nodes: str) -> TerminateReply: ...
+    def nodes(self) -> dict[str, NodeReply]: ...
 
 
 def describe(node: SlurmNode | None) -> str:
@@ -58,163 +52,177 @@ def describe(node: SlurmNode | None) -> str:
 
 
 class Reconciler:
-    def __init__(self, cluster_dir: Path) -> None:
-        self.dir = cluster_dir
-        template = Template.model_validate_json((cluster_dir / "etc" / "template.json")
-                                                .read_text())
-        self.plan = make_plan(template)
-        self.dynamic = {n.name: n.dynamic for n in self.plan.compute()}
-        self.events = EventLog(cluster_dir / "events.jsonl")
+    def __init__(self, dynamic: dict[str, bool], slurm: SlurmClient, control: Control,
+                 events: EventLog, finished: FinishedJobs,
+                 controller_pid: Callable[[], str | None],
+                 clock: Any = time) -> None:
+        """DYNAMIC: every compute node of the plan -> whether it is a CLOUD node.
+        CONTROLLER_PID: slurmctld's current pid (a change means it restarted)."""
+        self.dynamic = dynamic
+        self.slurm = slurm
+        self.control = control
+        self.events = events
+        self.finished = finished
+        self.controller_pid = controller_pid
+        self.clock = clock
         self.last: dict[str, str] = {}
         self.started: set[int] = set()
         self.ctld_pid: str | None = None
         self.recovering_until = 0.0
-        self.jobcomp = cluster_dir / "slurm" / "jobcomp.txt"
-        self.offset = self.jobcomp.stat().st_size if self.jobcomp.exists() else 0
 
+    @classmethod
+    def on_head(cls, cluster_dir: Path) -> Reconciler:
+        cdir = ClusterDir(cluster_dir)
+        plan = make_plan(Template.model_validate_json(cdir.template.read_text()))
+        pidfile = cdir.node("head") / "run" / "slurmctld.pid"
+
+        def ctld_pid() -> str | None:
+            try:
+                return pidfile.read_text().strip()
+            except OSError:
+                return None
+
+        return cls({n.name: n.dynamic for n in plan.compute()}, SlurmClient(on_this_node()),
+                   ControlClient(str(cluster_dir)), EventLog(cdir.events),
+                   FinishedJobs(SlurmPaths(str(cdir.root)).jobcomp, from_end=True), ctld_pid)
+
+    # -- one tick -------------------------------------------------------------------------
     def tick(self) -> list[Action]:
-        now = time.time()
-        self.check_restart()
-        self.release_requeued()
+        """Every step, each isolated; returns the node actions taken."""
+        actions: list[Action] = []
+        for name, step in (("check restart", self.check_restart),
+                           ("release requeued jobs", self.release_requeued),
+                           ("reflect jobs", self.reflect_jobs)):
+            self._step(name, step)
+        self._step("nodes", lambda: actions.extend(self.nodes_step()))
+        return actions
+
+    def _step(self, name: str, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - one failing step must not stop the others
+            log.exception("step '%s' failed", name)
+
+    def nodes_step(self) -> list[Action]:
         # The provider's view first: a node the provider has must then already be known to
         # Slurm as powering up (Slurm marks it before it calls ResumeProgram).
         provider = {name: ProviderNode(name, info["state"], info.get("detail", ""),
                                        info.get("age", 0.0))
-                    for name, info in call(str(self.dir), "GET", "/nodes").items()}
-        slurm = slurm_nodes(now)
-        self.reflect(slurm)
+                    for name, info in self.control.nodes().items()}
+        slurm = {n.name: n for n in self.slurm.nodes(self.clock.time())}
+        self.reflect_nodes(slurm)
         actions = decide(slurm, provider, self.dynamic, COOLDOWN)
         for action in actions:
-            self.act(action)
+            self._step(f"{action.act.value} {action.node}", functools.partial(self.act, action))
         return actions
 
-    def reflect(self, slurm: dict[str, SlurmNode]) -> None:
-        """Turn changes seen since the last tick into events."""
+    # -- events ---------------------------------------------------------------------------
+    def reflect_nodes(self, slurm: dict[str, SlurmNode]) -> None:
+        """Turn node changes seen since the last tick into events."""
         for name in self.dynamic:
             state = describe(slurm.get(name))
             before = self.last.get(name)
             if before is not None and state != before:
                 if state in UP_STATES and before in ("powered_down", "unknown", "down"):
-                    self.events.emit("node_registered", node=name, state=state)
+                    self.events.emit(EventKind.NODE_REGISTERED, node=name, state=state)
                 elif state == "powered_down":
-                    self.events.emit("node_suspended", node=name)
+                    self.events.emit(EventKind.NODE_SUSPENDED, node=name)
                 elif state == "idle":
-                    self.events.emit("node_idle", node=name)
+                    self.events.emit(EventKind.NODE_IDLE, node=name)
                 elif state == "down":
-                    self.events.emit("node_down", node=name,
+                    self.events.emit(EventKind.NODE_DOWN, node=name,
                                      reason=slurm[name].reason if name in slurm else "")
             self.last[name] = state
-        for job_id in sorted(running_jobs() - self.started):
-            self.events.emit("job_started", job=job_id)
-            self.started.add(job_id)
-        for done in self.finished_jobs():
-            if done.job_id not in self.started:
-                self.events.emit("job_started", job=done.job_id, at=done.start_time)
-            self.started.discard(done.job_id)
-            self.events.emit("job_ended", job=done.job_id, state=done.state.value,
-                             exit_code=done.exit_code, nodes=done.nodes, at=done.end_time)
 
+    def reflect_jobs(self) -> None:
+        running = self.slurm.job_ids("RUNNING")
+        finished: list[tuple[int, dict[str, object]]] = []
+        for line in self.finished.new().splitlines():
+            if line.startswith("JobId="):
+                job = from_keyvalues(line)
+                finished.append((job.job_id, {"state": job.state.value,
+                                              "exit_code": job.exit_code, "nodes": job.nodes,
+                                              "at": job.end_time,
+                                              "start_time": job.start_time}))
+        events, self.started = jobrules.job_events(running, self.started, finished)
+        for event in events:
+            kind = EventKind.JOB_STARTED if event.kind == "started" else EventKind.JOB_ENDED
+            self.events.emit(kind, job=event.job_id, **dict(event.fields))
+
+    # -- job rules ------------------------------------------------------------------------
     def check_restart(self) -> None:
-        """After slurmctld restarts (a crash), resubmit cloudhpc jobs it lost: Slurm saves
-        its state a few seconds after accepting a job, and a crash in that window loses it."""
-        pid = (self.dir / "nodes" / "head" / "run" / "slurmctld.pid").read_text().strip()
+        """After slurmctld restarts (a crash), resubmit cloudhpc jobs it lost."""
+        pid = self.controller_pid()
         before, self.ctld_pid = self.ctld_pid, pid
-        if before is None or before == pid:
+        if before is None or pid is None or before == pid:
             return
-        self.recovering_until = time.time() + 300
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                known = {int(j) for j in run(["squeue", "-h", "--states=all", "-o", "%i"])
-                         .split() if j.isdigit()}
-                break
-            except subprocess.SubprocessError:
-                time.sleep(0.2)
-        else:
+        self.recovering_until = self.clock.time() + jobrules.RECOVERY_WINDOW
+        known = self._known_jobs()
+        if known is None:
             return
-        if self.jobcomp.exists():
-            known |= {int(line.split()[0].removeprefix("JobId="))
-                      for line in self.jobcomp.read_text().splitlines()
-                      if line.startswith("JobId=")}
-        moved = {e["job"] for e in self.events.read(kinds={"job_resubmitted"})}
-        for event in self.events.read(kinds={"job_submitted"}):
-            job = event["job"]
-            if job in known or job in moved or "argv" not in event:
-                continue
-            out = run(["sbatch", "--parsable", *event["argv"]]).strip().split(";")[0]
-            self.events.emit("job_resubmitted", job=job, new_job=int(out),
+        submitted = [jobrules.Submitted(int(e["job"]), tuple(e.get("argv", ())))
+                     for e in self.events.read(kinds={EventKind.JOB_SUBMITTED})]
+        moved = {int(e["job"]) for e in self.events.read(kinds={EventKind.JOB_RESUBMITTED})}
+        for lost in jobrules.lost_jobs(submitted, known, moved):
+            new = self.slurm.sbatch(list(lost.argv[:-1]), lost.argv[-1])
+            self.events.emit(EventKind.JOB_RESUBMITTED, job=lost.job_id, new_job=new,
                              cause="lost by slurmctld in a crash")
 
+    def _known_jobs(self, wait: float = 30.0) -> set[int] | None:
+        """Every job id Slurm knows (queue and record of finished jobs), once it answers."""
+        deadline = self.clock.monotonic() + wait
+        while True:
+            try:
+                return self.slurm.job_ids("all") | self.finished.ids()
+            except Exception:  # noqa: BLE001 - slurmctld is starting again
+                if self.clock.monotonic() > deadline:
+                    return None
+                self.clock.sleep(0.2)
+
     def release_requeued(self) -> None:
-        """Slurm requeues a job whose node failed (down, or never powered up) with a begin
-        time minutes away; cloudhpc has already replaced or taken out that node, so let the
-        job run now. (Its restart count tells these jobs from ones a user gave --begin.)
-
-        After a slurmctld crash, a job started in the seconds before it (its start was not
-        saved yet) comes back as pending while its first run goes on; the relaunch meets that
-        run, drains the node ('Duplicate jobid') and holds the job. Within 300 s of a crash
-        such nodes are resumed and such jobs released: once the first run is over, the job
-        runs again and completes."""
-        recovering = time.time() < self.recovering_until
+        recovering = self.clock.time() < self.recovering_until
         if recovering:
-            for row in run(["sinfo", "-h", "-N", "-t", "drain", "-o", "%N|%E"]).splitlines():
-                node, _, reason = row.partition("|")
-                if reason.startswith("Duplicate jobid"):
-                    scontrol_update(node, "state=resume")
-                    self.events.emit("node_resumed", node=node, cause=reason)
-        rows = run(["squeue", "-h", "-t", "PD", "-O", "JobID:|,Reason:|,RestartCnt:|"])
-        for row in rows.splitlines():
-            job, reason, restarts = (row.split("|") + ["", "", ""])[:3]
-            if recovering and reason.startswith("launch failed requeued held"):
-                run(["scontrol", "release", job])
-            elif not (reason == "BeginTime" and restarts.strip() not in ("", "0")):
-                continue
-            scontrol("update", f"jobid={job}", "starttime=now")  # skip the requeue delay
-            self.events.emit("job_released", job=int(job), cause=reason)
+            for node in jobrules.nodes_to_resume(self.slurm.drained(), recovering):
+                self.slurm.update_node(node.node, "state=resume")
+                self.events.emit(EventKind.NODE_RESUMED, node=node.node, cause=node.reason)
+        for release in jobrules.jobs_to_release(self.slurm.pending(), recovering):
+            if release.unhold:
+                self.slurm.release(release.job_id)
+            self.slurm.start_now(release.job_id)
+            self.events.emit(EventKind.JOB_RELEASED, job=release.job_id, cause=release.cause)
 
-    def finished_jobs(self) -> list[Job]:
-        """Jobs Slurm recorded as finished since the last tick (its jobcomp file)."""
-        if not self.jobcomp.exists():
-            return []
-        with open(self.jobcomp, "rb") as fh:
-            fh.seek(self.offset)
-            data = fh.read()
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        return [from_keyvalues(line) for line in data[:end].decode(errors="replace")
-                .splitlines() if line.startswith("JobId=")]
-
+    # -- node actions ---------------------------------------------------------------------
     def act(self, action: Action) -> None:
         node = action.node
         if action.act is Act.REPLACE:
-            jobs = jobs_on(node)
-            scontrol_update(node, "state=down", f"reason={LOST_PREFIX}: {action.why[:80]}")
+            jobs = self.slurm.jobs_on(node)
+            self.slurm.update_node(node, "state=down",
+                                   f"reason={LOST_PREFIX}: {action.why[:80]}")
             for job in jobs:
-                scontrol("update", f"jobid={job}", "starttime=now")
-            call(str(self.dir), "POST", "/terminate", {"nodes": node})
-            result = call(str(self.dir), "POST", "/launch", {"nodes": node})
+                self.slurm.start_now(job)
+            self.control.terminate(node)
+            result = self.control.launch(node)
             if node in result.get("launched", []):
-                scontrol_update(node, "state=resume")
-                self.events.emit("node_replaced", node=node, cause=action.why)
+                self.slurm.update_node(node, "state=resume")
+                self.events.emit(EventKind.NODE_REPLACED, node=node, cause=action.why)
         elif action.act is Act.FAIL_DYNAMIC:
-            take_out(node, f"{LOST_PREFIX}: {action.why[:80]}")
-            self.events.emit("node_failed", node=node, cause=action.why)
+            self.slurm.take_out(node, f"{LOST_PREFIX}: {action.why[:80]}")
+            self.events.emit(EventKind.NODE_FAILED, node=node, cause=action.why)
         elif action.act is Act.REMOVE_ORPHAN:
-            call(str(self.dir), "POST", "/terminate", {"nodes": node})
-            self.events.emit("orphan_removed", node=node, cause=action.why)
+            self.control.terminate(node)
+            self.events.emit(EventKind.ORPHAN_REMOVED, node=node, cause=action.why)
         elif action.act is Act.RETRY:
-            scontrol_update(node, "state=resume")
-            self.events.emit("node_retry", node=node, cause=action.why)
-
+            self.slurm.update_node(node, "state=resume")
+            self.events.emit(EventKind.NODE_RETRY, node=node, cause=action.why)
 
 
 def main(cluster_dir: str) -> int:
-    rec = Reconciler(Path(cluster_dir))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    rec = Reconciler.on_head(Path(cluster_dir))
+    log.info("reconciling every %.0f s", INTERVAL)
     while True:
-        try:
-            rec.tick()
-        except (subprocess.SubprocessError, OSError, RuntimeError, ValueError) as exc:
-            print(f"reconciler: {exc}", file=sys.stderr, flush=True)
+        rec.tick()
         time.sleep(INTERVAL)
 
 

@@ -10,6 +10,7 @@ node set, which backs off; Slurm's node and job reasons carry the message."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 
 from cloudhpc.azure import arm, cloudinit
@@ -93,7 +94,7 @@ class AzureProvider:
             "properties": props,
         }
 
-    def launch(self, nodes: list[NodeSpec]) -> list[ProviderError]:
+    def launch(self, nodes: Sequence[NodeSpec]) -> list[ProviderError]:
         """Start creating every node at once (one request each, polled together); a node
         that exists already is left alone. Returns (and records) the failures."""
         from azure.core.exceptions import HttpResponseError
@@ -124,7 +125,7 @@ class AzureProvider:
         self._errors += errors
         return errors
 
-    def terminate(self, names: list[str]) -> None:
+    def terminate(self, names: Sequence[str]) -> None:
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
         pollers = []

@@ -13,6 +13,7 @@ from typing import Any
 from cloudhpc.azure.deploy import AzureDeployment, Progress, _noop
 from cloudhpc.errors import CloudHPCError
 from cloudhpc.paths import ClusterDir
+from cloudhpc.secretfile import write_secret
 from cloudhpc.state import ClusterRecord, Store
 from cloudhpc.template.schema import Template
 
@@ -51,9 +52,7 @@ def cluster_secrets(cdir: ClusterDir) -> dict[str, str]:
     for name, fresh in made.items():
         path = cdir.etc / f"azure-{name}"
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(fresh)
+            write_secret(path, fresh, exclusive=True)
         out[name] = path.read_text()
     return out
 

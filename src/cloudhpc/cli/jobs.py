@@ -11,6 +11,8 @@ import typer
 from cloudhpc.cli.output import emit_json, err, out, table
 from cloudhpc.cli.remote import target
 from cloudhpc.jobs.model import Job
+from cloudhpc.jobs.request import JobRequest
+from cloudhpc.jobs.wait import wait_until_done
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 ClusterOpt = Annotated[str | None, typer.Option("-c", "--cluster",  # noqa: UP007
@@ -67,10 +69,12 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Submit a batch script to Slurm (it runs in its own directory under /shared/jobs)."""
+        request = JobRequest.of(script, nodes=nodes, ntasks_per_node=ntasks_per_node,
+                                partition=partition, name=name, stage_in=stage_in or None,
+                                stage_out=stage_out or None, exe=exe or None,
+                                time_limit=time_limit)
         c = target(cluster)
-        job = c.submit(script, nodes=nodes, ntasks_per_node=ntasks_per_node,
-                       partition=partition, name=name, stage_in=stage_in or [],
-                       stage_out=stage_out or [], exe=exe or [], time_limit=time_limit)
+        job = c.submit(request)
         if not wait:
             if as_json:
                 emit_json(job.as_dict())
@@ -78,11 +82,9 @@ def register(app: typer.Typer) -> None:
                 out.print(f"submitted job {job.job_id}")
             return
         with err.status(f"job {job.job_id} {job.state.value}") as spinner:
-            while not job.done:
-                time.sleep(0.2)
-                job = c.job(job.job_id)
-                spinner.update(f"job {job.job_id} {job.state.value}"
-                               + (f" ({job.reason})" if job.reason else ""))
+            job = wait_until_done(c.job, job.job_id, on_change=lambda j: spinner.update(
+                f"job {j.job_id} {j.state.value}" + (f" ({j.reason})" if j.reason else "")),
+                first=0.2, longest=1.0)
         if as_json:
             emit_json({**job.as_dict(), "output": c.logs(job.job_id)})
         else:

@@ -176,13 +176,7 @@ def down(cluster: ClusterOpt = None,
     target = name or cluster
     store = Store()
     if target is not None and store.cluster(target) is None:
-        from cloudhpc import lifecycle
-        from cloudhpc.paths import ClusterDir
-
-        with lifecycle.host_lock(), lifecycle.no_interrupts():
-            removed = lifecycle.remove_leftovers(
-                target, ClusterDir.of(target, store.path.parent),
-                [r.name for r in store.clusters()])
+        removed = Cluster.remove_unrecorded(target, store)
         if removed:
             out.print(f"cluster {target} had no record; removed what it left: "
                       f"{', '.join(removed)}")
@@ -247,7 +241,7 @@ def exec(ctx: typer.Context, node: str, cluster: ClusterOpt = None) -> None:
 
     env = {**NODE_ENV, "TERM": os.environ.get("TERM", "xterm")}
     sys.stdout.flush()
-    os.execvpe(full[0], full, env)
+    c.runner.replace(full, env)
 
 
 def run() -> None:

@@ -11,16 +11,14 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
+from cloudhpc.api.client import RemoteCluster
 from cloudhpc.cli.output import emit_json, out, table
+from cloudhpc.cluster import Cluster
 from cloudhpc.errors import CloudHPCError
-
-if TYPE_CHECKING:
-    from cloudhpc.api.client import RemoteCluster
-    from cloudhpc.cluster import Cluster
 
 CONFIG = Path("~/.config/cloudhpc/remote.json")
 _settings: dict[str, str | None] = {"url": None, "token": None, "fingerprint": None}

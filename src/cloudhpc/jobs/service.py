@@ -1,5 +1,7 @@
-"""Job operations straight through Slurm: submit (into a per-submission directory under
-/shared), list, show, wait, logs, cancel."""
+"""The job service: submit (into a per-submission directory under /shared), list, show,
+wait, logs, cancel, straight through Slurm. It is given its collaborators — the Slurm
+client, the state store, the event log, the cluster's layout and plan, the blob store and a
+way to run a command on the head — not the cluster facade."""
 
 from __future__ import annotations
 
@@ -9,168 +11,267 @@ import pwd
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import hostlist
 
 from cloudhpc.cost import job_cost
 from cloudhpc.errors import CommandError, JobError
+from cloudhpc.events import EventKind, EventLog
 from cloudhpc.jobs import staging, users
-from cloudhpc.jobs.files import read_as, read_status
+from cloudhpc.jobs.files import Run, read_as, read_status
 from cloudhpc.jobs.model import Job, JobState, from_keyvalues, from_squeue
-from cloudhpc.slurm.client import parse_jobcomp
+from cloudhpc.jobs.request import JobRequest
+from cloudhpc.jobs.wait import wait_until_done
+from cloudhpc.paths import ClusterDir
+from cloudhpc.plan import Plan
+from cloudhpc.slurm.client import SlurmClient, parse_jobcomp
 from cloudhpc.slurm.conf import GRANT_PREFIX, SlurmPaths
-from cloudhpc.state import JobRecord
+from cloudhpc.slurm.jobcomp import FinishedJobs
+from cloudhpc.state import JobRecord, Store
 from cloudhpc.storage.access import ROOT, ContainerAccess, Who
-from cloudhpc.storage.urls import StageIn, StageOut
-
-if TYPE_CHECKING:
-    from cloudhpc.cluster import Cluster
+from cloudhpc.storage.blob import BlobStore
 
 
-def _check_request(cluster: Cluster, script: Path, nodes: int | None,
-                   ntasks_per_node: int | None, partition: str | None) -> None:
-    if not script.is_file():
-        raise JobError(f"job script not found: {script}", hint="give the path of a batch script")
-    parts = {p.name: p for p in cluster.plan.partitions}
-    if partition is not None and partition not in parts:
-        raise JobError(f"no partition '{partition}' in cluster '{cluster.name}'",
-                       hint=f"partitions: {', '.join(parts)}")
-    part = parts[partition] if partition else next(p for p in parts.values() if p.default)
-    if nodes is not None and not 1 <= nodes <= len(part.nodes):
-        raise JobError(f"--nodes {nodes} is not possible in partition '{part.name}' "
-                       f"(it has at most {len(part.nodes)} nodes)",
-                       hint=f"ask for 1 to {len(part.nodes)} nodes")
-    if ntasks_per_node is not None and ntasks_per_node < 1:
-        raise JobError("--ntasks-per-node must be at least 1", hint="e.g. --ntasks-per-node 2")
+@dataclass(frozen=True)
+class Submitter:
+    """Who submits: a Unix user (the API's callers; None: root, from this machine), whether
+    an admin, and the API token (its blob rights)."""
+
+    user: str | None = None
+    admin: bool = False
+    token: str = ""
 
 
-def submit(cluster: Cluster, script: Path, *, nodes: int | None, ntasks_per_node: int | None,
-           partition: str | None, name: str | None, wait: bool,
-           timeout: float | None, stage_in: Sequence[str | StageIn] = (),
-           stage_out: Sequence[str | StageOut] = (), exe: Sequence[str] = (),
-           user: str | None = None, describe: bool = True, admin: bool = False,
-           token: str = "", time_limit: int | None = None) -> Job:
-    """Submit SCRIPT; with USER (the API's callers) the job runs as that Unix user, in a
-    directory of its own (0700) and with its home. Without DESCRIBE the job is returned as
-    submitted, without asking Slurm again (the API's path)."""
-    _check_request(cluster, script, nodes, ntasks_per_node, partition)
-    if time_limit is not None and time_limit < 1:
-        raise JobError("--time-limit must be at least 1 minute", hint="e.g. --time-limit 30")
-    account = users.ensure_user(user, cluster.dir.homes) if user else None
-    who = Who(user, admin) if user else ROOT
-    transfers = staging.parse(stage_in, stage_out, exe)
-    if transfers:
-        transfers = staging.check(cluster.storage, ContainerAccess(cluster.store, cluster.name),
-                                  who, transfers)
-    sub = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-    workdir = f"/shared/jobs/{sub}"
-    host_dir = cluster.dir.shared / "jobs" / sub
-    host_dir.mkdir(mode=0o700)
-    uid, gid = (account.pw_uid, account.pw_gid) if account else (0, 0)
-    shutil.copyfile(script, host_dir / script.name)
-    os.chmod(host_dir / script.name, 0o755)
-    os.chown(host_dir / script.name, uid, gid)
-    os.chown(host_dir, uid, gid)
-    batch = f"{workdir}/{script.name}"
-    meta = cluster.dir.jobs_meta / sub
-    try:
+ROOT_SUBMITTER = Submitter()
+
+
+class JobService:
+    def __init__(self, cluster: str, plan: Plan, layout: ClusterDir, slurm: SlurmClient,
+                 store: Store, events: EventLog, run_on_head: Run,
+                 blobs: Callable[[], BlobStore]) -> None:
+        """RUN_ON_HEAD runs argv on the head node and returns failures (reading a user's
+        files as that user); BLOBS opens the blob store (only when a job stages data)."""
+        self.cluster = cluster
+        self.plan = plan
+        self.layout = layout
+        self.slurm = slurm
+        self.store = store
+        self.events = events
+        self.run_on_head = run_on_head
+        self.blobs = blobs
+        self.finished = FinishedJobs(SlurmPaths(str(layout.root)).jobcomp)
+
+    # -- submit ---------------------------------------------------------------------------
+    def _check(self, request: JobRequest) -> None:
+        parts = {p.name: p for p in self.plan.partitions}
+        if request.partition is not None and request.partition not in parts:
+            raise JobError(f"no partition '{request.partition}' in cluster '{self.cluster}'",
+                           hint=f"partitions: {', '.join(parts)}")
+        part = parts[request.partition] if request.partition else \
+            next(p for p in parts.values() if p.default)
+        if request.nodes is not None and not 1 <= request.nodes <= len(part.nodes):
+            raise JobError(f"--nodes {request.nodes} is not possible in partition "
+                           f"'{part.name}' (it has at most {len(part.nodes)} nodes)",
+                           hint=f"ask for 1 to {len(part.nodes)} nodes")
+
+    def submit(self, request: JobRequest, by: Submitter = ROOT_SUBMITTER,
+               describe: bool = True) -> Job:
+        """Submit REQUEST; a USER's job runs as that Unix user, in a directory of its own
+        (0700) and with its home. Without DESCRIBE the job is returned as submitted,
+        without asking Slurm again (the API's path)."""
+        self._check(request)
+        account = users.ensure_user(by.user, self.layout.homes) if by.user else None
+        who = Who(by.user, by.admin) if by.user else ROOT
+        transfers = staging.parse(request.stage_in, request.stage_out, request.exe)
         if transfers:
-            wrapper = staging.write(cluster.dir, cluster.storage, transfers, script, meta,
-                                    workdir, uid, gid, who, token, time_limit)
-            batch = f"/shared/{wrapper.relative_to(cluster.dir.shared)}"
-    except BaseException:
-        shutil.rmtree(host_dir, ignore_errors=True)
-        shutil.rmtree(meta, ignore_errors=True)
-        raise
-    stdout = f"{workdir}/slurm-%j.out"
-    options = [f"--chdir={workdir}", f"--output={stdout}",
-               f"--job-name={name or script.stem}"]
-    if nodes:
-        options.append(f"--nodes={nodes}")
-    if ntasks_per_node:
-        options.append(f"--ntasks-per-node={ntasks_per_node}")
-    if partition:
-        options.append(f"--partition={partition}")
-    if time_limit:
-        options.append(f"--time={time_limit}")
-    if transfers and who != ROOT:  # its blob tokens are made when it starts
-        options.append(f"--comment={GRANT_PREFIX}{sub}")
-    if account is not None:
-        home = f"{users.HOME}/{account.pw_name}"
-        options += [f"--uid={account.pw_uid}", f"--gid={account.pw_gid}",
-                    f"--export=ALL,HOME={home},USER={account.pw_name},"
-                    f"LOGNAME={account.pw_name}"]
-    try:
-        job_id = cluster.slurm.sbatch(options, batch)
-    except CommandError as exc:
-        shutil.rmtree(host_dir, ignore_errors=True)
-        shutil.rmtree(meta, ignore_errors=True)
-        msg = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else str(exc)
-        raise JobError(f"Slurm refused the job: {msg}",
-                       hint="check the node and task counts against `cloudhpc status`") from None
-    cluster.store.add_job(cluster.name, JobRecord(job_id, script.name, workdir,
-                                                  stdout.replace("%j", str(job_id)),
-                                                  time.time(), uid, token))
-    # the full request, so that the reconciler can resubmit a job slurmctld lost in a crash
-    cluster.events.emit("job_submitted", job=job_id, script=script.name,
-                        partition=partition or "", nodes=nodes or 1,
-                        argv=[*options, batch])
-    if wait:
-        return wait_for(cluster, job_id, timeout)
-    if not describe:
-        default = next(p.name for p in cluster.plan.partitions if p.default)
-        return Job(job_id, name or script.stem, JobState.PENDING, "", partition or default, "",
-                   nodes or 1, 0, user or "root", time.time(), 0.0, 0.0, 0,
-                   stdout.replace("%j", str(job_id)), workdir, uid=uid)
-    return get_job(cluster, job_id)
+            transfers = staging.check(self.blobs(), ContainerAccess(self.store, self.cluster),
+                                      who, transfers)
+        sub = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        workdir = f"/shared/jobs/{sub}"
+        host_dir = self.layout.shared / "jobs" / sub
+        host_dir.mkdir(mode=0o700)
+        uid, gid = (account.pw_uid, account.pw_gid) if account else (0, 0)
+        script_name = f"{request.name}.sh"
+        script = host_dir / script_name
+        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(request.script)
+        os.chown(script, uid, gid)
+        os.chown(host_dir, uid, gid)
+        batch = f"{workdir}/{script_name}"
+        meta = self.layout.jobs_meta / sub
+        try:
+            if transfers:
+                wrapper = staging.write(self.layout, self.blobs(), transfers, script, meta,
+                                        workdir, uid, gid, who, by.token, request.time_limit)
+                batch = f"/shared/{wrapper.relative_to(self.layout.shared)}"
+        except BaseException:
+            shutil.rmtree(host_dir, ignore_errors=True)
+            shutil.rmtree(meta, ignore_errors=True)
+            raise
+        stdout = f"{workdir}/slurm-%j.out"
+        options = [f"--chdir={workdir}", f"--output={stdout}", f"--job-name={request.name}"]
+        for flag, value in (("nodes", request.nodes), ("ntasks-per-node",
+                                                        request.ntasks_per_node),
+                            ("partition", request.partition), ("time", request.time_limit)):
+            if value:
+                options.append(f"--{flag}={value}")
+        if transfers and who != ROOT:  # its blob tokens are made when it starts
+            options.append(f"--comment={GRANT_PREFIX}{sub}")
+        if account is not None:
+            home = f"{users.HOME}/{account.pw_name}"
+            options += [f"--uid={account.pw_uid}", f"--gid={account.pw_gid}",
+                        f"--export=ALL,HOME={home},USER={account.pw_name},"
+                        f"LOGNAME={account.pw_name}"]
+        try:
+            job_id = self.slurm.sbatch(options, batch)
+        except CommandError as exc:
+            shutil.rmtree(host_dir, ignore_errors=True)
+            shutil.rmtree(meta, ignore_errors=True)
+            msg = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else str(exc)
+            raise JobError(f"Slurm refused the job: {msg}",
+                           hint="check the node and task counts against `cloudhpc status`"
+                           ) from None
+        out_path = stdout.replace("%j", str(job_id))
+        self.store.add_job(self.cluster, JobRecord(job_id, script_name, workdir, out_path,
+                                                   time.time(), uid, by.token))
+        # the full request, so that the reconciler can resubmit a job slurmctld lost
+        self.events.emit(EventKind.JOB_SUBMITTED, job=job_id, script=script_name,
+                         partition=request.partition or "", nodes=request.nodes or 1,
+                         argv=[*options, batch])
+        if not describe:
+            default = next(p.name for p in self.plan.partitions if p.default)
+            return Job(job_id, request.name, JobState.PENDING, "",
+                       request.partition or default, "", request.nodes or 1, 0,
+                       by.user or "root", time.time(), 0.0, 0.0, 0, out_path, workdir,
+                       uid=uid)
+        return self.get(job_id)
 
+    # -- queries --------------------------------------------------------------------------
+    def jobs(self, include_history: bool = False) -> list[Job]:
+        current = {j.job_id: j for j in map(from_squeue, self.slurm.jobs())}
+        if include_history:
+            for job in self._history():
+                current.setdefault(job.job_id, job)
+        return sorted(current.values(), key=lambda j: j.job_id)
 
-def list_jobs(cluster: Cluster, include_history: bool = False) -> list[Job]:
-    current = {j.job_id: j for j in map(from_squeue, cluster.slurm.jobs())}
-    if include_history:
-        for job in _history(cluster):
-            current.setdefault(job.job_id, job)
-    return sorted(current.values(), key=lambda j: j.job_id)
+    def _history(self, job_id: int | None = None) -> list[Job]:
+        """Finished jobs from Slurm's jobcomp record. A record's owner is believed only
+        where cloudhpc has none of its own and the file does not contradict itself
+        (slurm.client.parse_jobcomp)."""
+        records = parse_jobcomp(self.finished.text(job_id))
+        owners = self.store.job_owners(self.cluster) if records else {}
+        return [from_keyvalues(r.line, owners.get(r.job_id, r.uid)) for r in records]
 
+    def get(self, job_id: int) -> Job:
+        if job_id < 1:
+            raise JobError(f"no job {job_id} in cluster '{self.cluster}'",
+                           hint="job ids are whole numbers from 1; see `cloudhpc jobs`")
+        return self._with_cost(self._with_staging(self._get(job_id)))
 
-def _history(cluster: Cluster, job_id: int | None = None) -> list[Job]:
-    """Finished jobs from Slurm's jobcomp record. A record's owner is believed only where
-    cloudhpc has none of its own and the file does not contradict itself
-    (slurm.client.parse_jobcomp)."""
-    path = Path(SlurmPaths(str(cluster.dir.root)).jobcomp)
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return []
-    if job_id is not None:  # a text search first, not a parse of every record
-        needle = f"JobId={job_id} "
-        text = "\n".join(line for line in text.splitlines() if line.startswith(needle))
-    records = parse_jobcomp(text)
-    owners = cluster.store.job_owners(cluster.name) if records else {}
-    return [from_keyvalues(r.line, owners.get(r.job_id, r.uid)) for r in records]
+    def _with_cost(self, job: Job) -> Job:
+        """Node-seconds and estimated cost of a finished job, from its nodes' sizes."""
+        if not job.done or not job.nodes or not job.start_time or \
+                job.end_time < job.start_time:
+            return job
+        sizes = []
+        for name in hostlist.expand_hostlist(job.nodes):
+            node = self.plan.node(name)
+            if node is not None and node.size:
+                sizes.append(node.size)
+        node_seconds, usd = job_cost(sizes, job.end_time - job.start_time)
+        return dataclasses.replace(job, node_seconds=node_seconds, cost_usd=usd)
 
+    def _with_staging(self, job: Job) -> Job:
+        """Add what staging did (JOBDIR/.cloudhpc/status.json, read as the job's user) and
+        its failure as the reason."""
+        owner = _owner(job)
+        if not job.workdir.startswith("/shared/jobs/") or owner is None:
+            return job
+        record = self.layout.jobs_meta / Path(job.workdir).name / "staging.json"
+        if not record.exists():  # not staged (cloudhpc's own record: root's, no user's link)
+            return job
+        status = read_status(self.run_on_head, owner[0], owner[1],
+                             f"{job.workdir}/.cloudhpc/status.json")
+        if not status:
+            return job
+        errors = [str(p["error"]) for p in (status.get("in", {}), status.get("out", {}))
+                  if "error" in p]
+        reason = "; ".join(errors) if errors else job.reason
+        return dataclasses.replace(job, staging=status, reason=reason)
 
-def get_job(cluster: Cluster, job_id: int) -> Job:
-    if job_id < 1:
-        raise JobError(f"no job {job_id} in cluster '{cluster.name}'",
-                       hint="job ids are whole numbers from 1; see `cloudhpc jobs`")
-    return _with_cost(cluster, _with_staging(cluster, _get_job(cluster, job_id)))
+    def provider_errors(self, partition: str) -> list[str]:
+        """Recent capacity or launch failures of the node sets serving a partition."""
+        sets = {s.name for s in self.plan.nodesets if s.partition == partition}
+        since = time.time() - 600
+        causes = [e.get("cause", "") for e in self.events.read(since, {EventKind.NODE_FAILED})
+                  if e.get("nodeset") in sets]
+        return list(dict.fromkeys(c for c in causes if c))
 
+    def _get(self, job_id: int) -> Job:
+        record = self.store.job(self.cluster, job_id)
+        row = self.slurm.job(job_id)
+        if row is not None:
+            job = from_squeue(row)
+            if record is not None:  # cloudhpc's own record of its paths and owner
+                job = dataclasses.replace(job, stdout=record.stdout, workdir=record.workdir,
+                                          uid=record.uid)
+            if job.state is JobState.PENDING or job.reason:
+                errors = self.provider_errors(job.partition)
+                if errors and job.state in (JobState.PENDING, JobState.UNKNOWN):
+                    reason = f"{job.reason}; provider: {errors[-1]}" if job.reason \
+                        else errors[-1]
+                    job = dataclasses.replace(job, reason=reason)
+            return job
+        for job in self._history(job_id):
+            if job.job_id == job_id:
+                if record:
+                    return dataclasses.replace(job, stdout=record.stdout,
+                                               workdir=record.workdir, uid=record.uid)
+                return job
+        events = self.events.read(kinds={EventKind.JOB_RESUBMITTED, EventKind.JOB_SUBMITTED})
+        for event in events:
+            if event["kind"] == EventKind.JOB_RESUBMITTED and event["job"] == job_id \
+                    and event["new_job"] != job_id:
+                return self._get(event["new_job"])
+        for event in events:
+            if event["kind"] == EventKind.JOB_SUBMITTED and event["job"] == job_id:
+                # accepted by us, unknown to Slurm: lost in a slurmctld crash, about to be
+                # resubmitted by the reconciler
+                return Job(job_id, event.get("script", ""), JobState.UNKNOWN,
+                           "slurmctld lost this job in a crash; it is being resubmitted",
+                           event.get("partition", ""), "", 0, 0, "", event["time"], 0, 0, 0,
+                           "", "", uid=record.uid if record else -1)
+        raise JobError(f"no job {job_id} in cluster '{self.cluster}'",
+                       hint="see `cloudhpc jobs`")
 
-def _with_cost(cluster: Cluster, job: Job) -> Job:
-    """Node-seconds and estimated cost of a finished job, from its nodes' sizes."""
-    if not job.done or not job.nodes or not job.start_time or job.end_time < job.start_time:
-        return job
-    sizes = []
-    for name in hostlist.expand_hostlist(job.nodes):
-        node = cluster.plan.node(name)
-        if node is not None and node.size:
-            sizes.append(node.size)
-    node_seconds, usd = job_cost(sizes, job.end_time - job.start_time)
-    return dataclasses.replace(job, node_seconds=node_seconds, cost_usd=usd)
+    def wait(self, job_id: int, timeout: float | None = None) -> Job:
+        return wait_until_done(self.get, job_id, timeout)
+
+    def logs(self, job_id: int) -> str:
+        """The job's output, read with its owner's privileges (the file is in the user's
+        directory and may be a link the job planted)."""
+        job = self.get(job_id)  # paths from cloudhpc's record when it has one
+        if not job.stdout:
+            raise JobError(f"job {job_id} has no recorded output file", hint="")
+        owner = _owner(job)
+        text = None if owner is None else \
+            read_as(self.run_on_head, owner[0], owner[1], job.stdout)
+        if text is None:
+            if not job.done and job.start_time == 0:
+                return ""
+            raise JobError(f"output of job {job_id} not found at {job.stdout}",
+                           hint="it may have been deleted, or written on a node-local path")
+        return text
+
+    def cancel(self, job_id: int) -> None:
+        job = self.get(job_id)
+        if job.done:
+            raise JobError(f"job {job_id} already ended ({job.state.value})", hint="")
+        self.slurm.cancel(job_id)
 
 
 def _owner(job: Job) -> tuple[int, int] | None:
@@ -180,99 +281,3 @@ def _owner(job: Job) -> tuple[int, int] | None:
         return None
     return entry.pw_uid, entry.pw_gid
 
-
-def _with_staging(cluster: Cluster, job: Job) -> Job:
-    """Add what staging did (JOBDIR/.cloudhpc/status.json, read as the job's user) and its
-    failure as the reason."""
-    owner = _owner(job)
-    if not job.workdir.startswith("/shared/jobs/") or owner is None:
-        return job
-    record = cluster.dir.jobs_meta / Path(job.workdir).name / "staging.json"
-    if not record.exists():  # not staged (cloudhpc's own record: root's, no user's link)
-        return job
-    status = read_status(cluster.exec_head_unchecked, owner[0], owner[1],
-                         f"{job.workdir}/.cloudhpc/status.json")
-    if not status:
-        return job
-    errors = [str(p["error"]) for p in (status.get("in", {}), status.get("out", {}))
-              if "error" in p]
-    reason = "; ".join(errors) if errors else job.reason
-    return dataclasses.replace(job, staging=status, reason=reason)
-
-
-def _get_job(cluster: Cluster, job_id: int) -> Job:
-    record = cluster.store.job(cluster.name, job_id)
-    row = cluster.slurm.job(job_id)
-    if row is not None:
-        job = from_squeue(row)
-        if record is not None:  # cloudhpc's own record of its paths and owner
-            job = dataclasses.replace(job, stdout=record.stdout, workdir=record.workdir,
-                                      uid=record.uid)
-        if job.state is JobState.PENDING or job.reason:
-            errors = cluster.provider_errors(job.partition)
-            if errors and job.state in (JobState.PENDING, JobState.UNKNOWN):
-                reason = f"{job.reason}; provider: {errors[-1]}" if job.reason else errors[-1]
-                job = dataclasses.replace(job, reason=reason)
-        return job
-    for job in _history(cluster, job_id):
-        if job.job_id == job_id:
-            if record:
-                return dataclasses.replace(job, stdout=record.stdout, workdir=record.workdir,
-                                           uid=record.uid)
-            return job
-    events = cluster.events.read(kinds={"job_resubmitted", "job_submitted"})
-    for event in events:
-        if event["kind"] == "job_resubmitted" and event["job"] == job_id \
-                and event["new_job"] != job_id:
-            return _get_job(cluster, event["new_job"])
-    for event in events:
-        if event["kind"] == "job_submitted" and event["job"] == job_id:
-            # accepted by us, unknown to Slurm: lost in a slurmctld crash, about to be
-            # resubmitted by the reconciler
-            return Job(job_id, event.get("script", ""), JobState.UNKNOWN,
-                       "slurmctld lost this job in a crash; it is being resubmitted",
-                       event.get("partition", ""), "", 0, 0, "", event["time"], 0, 0, 0, "",
-                       "", uid=record.uid if record else -1)
-    raise JobError(f"no job {job_id} in cluster '{cluster.name}'", hint="see `cloudhpc jobs`")
-
-
-def wait_for(cluster: Cluster, job_id: int, timeout: float | None = None) -> Job:
-    deadline = time.monotonic() + timeout if timeout else None
-    delay = 0.05
-    while True:
-        job = get_job(cluster, job_id)
-        if job.done:
-            return job
-        if deadline and time.monotonic() > deadline:
-            raise JobError(f"job {job_id} still {job.state.value} after {timeout:.0f} s"
-                           + (f" ({job.reason})" if job.reason else ""),
-                           hint=f"check it with `cloudhpc job {job_id}`")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
-
-
-wait = wait_for
-
-
-def logs(cluster: Cluster, job_id: int) -> str:
-    """The job's output, read with its owner's privileges (the file is in the user's
-    directory and may be a link the job planted)."""
-    job = get_job(cluster, job_id)  # paths from cloudhpc's record when it has one
-    if not job.stdout:
-        raise JobError(f"job {job_id} has no recorded output file", hint="")
-    owner = _owner(job)
-    text = None if owner is None else \
-        read_as(cluster.exec_head_unchecked, owner[0], owner[1], job.stdout)
-    if text is None:
-        if not job.done and job.start_time == 0:
-            return ""
-        raise JobError(f"output of job {job_id} not found at {job.stdout}",
-                       hint="it may have been deleted, or written on a node-local path")
-    return text
-
-
-def cancel(cluster: Cluster, job_id: int) -> None:
-    job = get_job(cluster, job_id)
-    if job.done:
-        raise JobError(f"job {job_id} already ended ({job.state.value})", hint="")
-    cluster.slurm.cancel(job_id)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloudhpc.paths import ClusterDir
+from cloudhpc.secretfile import GROUP_READ, PRIVATE, write_secret
 from cloudhpc.storage.access import ROOT, ContainerAccess, Who
 from cloudhpc.storage.blob import BlobStore, _sha256
 from cloudhpc.storage.grant import GRANT_FILE, GrantRequest
@@ -116,11 +117,8 @@ def _directives(script: Path) -> list[str]:
     return [ln for ln in lines[1:] if ln.startswith("#SBATCH")]
 
 
-def _private(path: Path, text: str, gid: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chown(path, 0, gid)
+def _private(path: Path, text: str, gid: int, mode: int = GROUP_READ) -> None:
+    write_secret(path, text, mode=mode, exclusive=True, gid=gid)
 
 
 def write(cdir: ClusterDir, store: BlobStore, staging: Staging, script: Path, meta: Path,
@@ -145,8 +143,7 @@ def write(cdir: ClusterDir, store: BlobStore, staging: Staging, script: Path, me
                           if not o.dest.path.endswith("/") and not o.source.endswith("/")}),
             folders=sorted({o.dest.container for o in staging.stage_out
                             if o.dest.path.endswith("/") or o.source.endswith("/")}))
-        _private(meta / GRANT_FILE, request.model_dump_json(), 0)
-        os.chmod(meta / GRANT_FILE, 0o600)
+        _private(meta / GRANT_FILE, request.model_dump_json(), 0, PRIVATE)
     node_meta = f"/shared/{meta.relative_to(cdir.shared)}"  # the path nodes see
     stage = (f"{shlex.quote(sys.executable)} -m cloudhpc.storage.stage "
              f"{shlex.quote(str(cdir.root))} {shlex.quote(node_meta)}")
@@ -167,6 +164,5 @@ def write(cdir: ClusterDir, store: BlobStore, staging: Staging, script: Path, me
         "exit $rc",
         ""])
     wrapper = meta / WRAPPER
-    _private(wrapper, body, gid)
-    os.chmod(wrapper, 0o750)
+    _private(wrapper, body, gid, 0o750)
     return wrapper

@@ -1,7 +1,7 @@
 """Node bootstrap by role: the files a cluster's nodes share and each node's supervisor spec.
 
 The same spec drives a local namespace node (the local provider starts the supervisor in the
-node's namespaces) and, later, an Azure VM (cloud-init runs the same supervisor)."""
+node's namespaces) and an Azure VM (cloud-init runs the same supervisor)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
 
+from cloudhpc.node.spec import DaemonSpec, SupervisorSpec
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import NodeSpec, Plan, Role
 from cloudhpc.runner import BASE_PATH
+from cloudhpc.secretfile import READ_ONLY, write_secret
 from cloudhpc.slurm.conf import (
     NODE_SPOOL,
     OMPI_MCA_PARAMS,
@@ -47,7 +48,7 @@ exec {python} -m cloudhpc.autoscale.power {state} {action} "$1"
 """
 
 
-def write_cluster_files(plan: Plan, cdir: ClusterDir, template_json: str) -> None:
+def write_cluster_files(plan: Plan, cdir: ClusterDir) -> None:
     """Write everything nodes share: slurm.conf, munge key, hosts, MPI defaults."""
     for d in (cdir.root, cdir.etc, cdir.slurm_etc, cdir.shared / "jobs", cdir.logs,
               cdir.root / "slurm" / "ctld", cdir.root / "slurm" / "spool", cdir.root / "nodes"):
@@ -70,12 +71,9 @@ def write_cluster_files(plan: Plan, cdir: ClusterDir, template_json: str) -> Non
         Path(path).chmod(0o755)
     (cdir.etc / "hosts").write_text(hosts_file(plan))
     (cdir.etc / "openmpi-mca-params.conf").write_text(OMPI_MCA_PARAMS)
-    (cdir.etc / "template.json").write_text(template_json)
     token = cdir.etc / "control.token"
     if not token.exists():
-        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(32))
+        write_secret(token, secrets.token_urlsafe(32), exclusive=True)
     for action in ("resume", "suspend", "resume_fail"):
         script = Path(paths.power(action))
         script.write_text(POWER_SCRIPT.format(python=sys.executable, state=cdir.root,
@@ -89,10 +87,7 @@ def write_cluster_files(plan: Plan, cdir: ClusterDir, template_json: str) -> Non
 
         make_certificate(cdir.etc, plan.cluster, plan.head.address)
     if not cdir.munge_key.exists():
-        fd = os.open(cdir.munge_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(1024))
-    os.chmod(cdir.munge_key, 0o400)
+        write_secret(cdir.munge_key, secrets.token_bytes(1024), mode=READ_ONLY, exclusive=True)
 
 
 def ensure_mount_points() -> None:
@@ -102,15 +97,15 @@ def ensure_mount_points() -> None:
 
 def _provider(cdir: ClusterDir) -> str:
     try:
-        return str(json.loads((cdir.etc / "template.json").read_text()).get("provider",
+        return str(cdir.read_template().get("provider",
                                                                              "local"))
     except (OSError, ValueError):
         return "local"
 
 
-def daemons(node: NodeSpec, cdir: ClusterDir) -> list[dict[str, Any]]:
+def daemons(node: NodeSpec, cdir: ClusterDir) -> list[DaemonSpec]:
     ndir = cdir.node(node.name)
-    munged = {
+    munged: DaemonSpec = {
         "name": "munged",
         "argv": ["munged", "-F", f"--key-file={cdir.munge_key}", f"--socket={MUNGE_SOCKET}",
                  "--pid-file=/run/munge/munged.pid", "--seed-file=/run/munge/munged.seed",
@@ -118,13 +113,12 @@ def daemons(node: NodeSpec, cdir: ClusterDir) -> list[dict[str, Any]]:
         "wait_for": MUNGE_SOCKET,
     }
     if node.role is Role.HEAD:
-        reconciler = {"name": "reconciler",
-                      "argv": [sys.executable, "-m", "cloudhpc.autoscale.reconciler",
-                               str(cdir.root)]}
-        api = {"name": "api", "argv": [sys.executable, "-m", "cloudhpc.api.server",
-                                       str(cdir.root)]}
-        head = [munged, {"name": "slurmctld", "argv": ["slurmctld", "-D", "-i"]}, reconciler,
-                api]
+        head: list[DaemonSpec] = [
+            munged, {"name": "slurmctld", "argv": ["slurmctld", "-D", "-i"]},
+            {"name": "reconciler", "argv": [sys.executable, "-m",
+                                            "cloudhpc.autoscale.reconciler", str(cdir.root)]},
+            {"name": "api", "argv": [sys.executable, "-m", "cloudhpc.api.server",
+                                     str(cdir.root)]}]
         if _provider(cdir) == "azure":  # no host here: the head runs the control plane
             head.append({"name": "control", "argv": [sys.executable, "-m",
                                                      "cloudhpc.autoscale.control",
@@ -159,7 +153,7 @@ def own_pids(node: NodeSpec) -> bool:
     return node.role is not Role.HEAD
 
 
-def node_spec(node: NodeSpec, cdir: ClusterDir) -> dict[str, Any]:
+def node_spec(node: NodeSpec, cdir: ClusterDir) -> SupervisorSpec:
     ndir = cdir.node(node.name)
     for sub in ("munge", "scratch", "run", "logs", "tmp"):
         (ndir / sub).mkdir(parents=True, exist_ok=True)
@@ -202,7 +196,7 @@ def supervisor_argv(spec_path: Path) -> list[str]:
     return [sys.executable, "-m", "cloudhpc.node.supervisor", str(spec_path)]
 
 
-def control_spec(cdir: ClusterDir) -> dict[str, Any]:
+def control_spec(cdir: ClusterDir) -> SupervisorSpec:
     """The host-side control plane runs under the same supervisor, without namespaces."""
     cdir.control.mkdir(parents=True, exist_ok=True)
     return {

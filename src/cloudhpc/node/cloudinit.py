@@ -21,6 +21,8 @@ from cloudhpc.errors import CloudHPCError
 from cloudhpc.node import bootstrap
 from cloudhpc.paths import ClusterDir, home
 from cloudhpc.plan import NodeSpec, Plan, make_plan
+from cloudhpc.runner import Runner
+from cloudhpc.secretfile import READ_ONLY, write_secret
 from cloudhpc.template.schema import Template
 
 
@@ -54,16 +56,10 @@ def prepare(config_path: Path, node_name: str | None = None) -> Path:
     if len(key) < 32:
         raise CloudHPCError("the munge key from the deployment is shorter than 32 bytes",
                             hint="pass mungeKey=$(head -c 1024 /dev/urandom | base64 -w0)")
-    for path, data, mode in ((cdir.munge_key, key, 0o400),
-                             (cdir.etc / "control.token", _secret(config_path.parent,
-                                                                  "control.token"), 0o600)):
-        if path.exists():
-            os.chmod(path, 0o600)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(path, mode)
-    bootstrap.write_cluster_files(plan, cdir, json.dumps(config["template"]))
+    write_secret(cdir.munge_key, key, mode=READ_ONLY)
+    write_secret(cdir.etc / "control.token", _secret(config_path.parent, "control.token"))
+    cdir.write_template(config["template"])
+    bootstrap.write_cluster_files(plan, cdir)
     bootstrap.ensure_mount_points()
     node = _this_node(plan, config["role"], node_name or socket.gethostname())
     return bootstrap.write_node_spec(node, cdir)
@@ -76,8 +72,7 @@ def main(argv: list[str]) -> int:
         print(f"cloudhpc bootstrap: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""),
               file=sys.stderr)
         return 1
-    argv_sup = bootstrap.supervisor_argv(spec)
-    os.execv(argv_sup[0], argv_sup)
+    Runner().replace(bootstrap.supervisor_argv(spec), dict(os.environ))
     return 0  # not reached
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import signal
 import socket
@@ -18,7 +19,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+
+from cloudhpc.node.spec import DaemonSpec, SupervisorSpec
 
 MS_BIND = 4096
 MS_REC = 16384
@@ -100,7 +102,7 @@ def own_proc() -> HostPids:
 class Daemon:
     pids = HostPids(None)
 
-    def __init__(self, spec: dict[str, Any], run_dir: Path, log_dir: Path) -> None:
+    def __init__(self, spec: DaemonSpec, run_dir: Path, log_dir: Path) -> None:
         self.name: str = spec["name"]
         self.argv: list[str] = spec["argv"]
         self.wait_for: str | None = spec.get("wait_for")
@@ -129,12 +131,15 @@ class Daemon:
         return None if self.proc is None else self.proc.poll()
 
 
+_log = logging.getLogger("cloudhpc.supervisor")
+
+
 def log(msg: str) -> None:
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} supervisor: {msg}", flush=True)
+    _log.info(msg)
 
 
 def main(spec_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text())
+    spec: SupervisorSpec = json.loads(Path(spec_path).read_text())
     node_dir = Path(spec["dir"])
     run_dir, log_dir = node_dir / "run", node_dir / "logs"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -211,4 +216,7 @@ def stop(daemons: list[Daemon]) -> int:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s supervisor: %(message)s",
+                        datefmt="%Y-%m-%dT%H:%M:%S")
     sys.exit(main(sys.argv[1]))

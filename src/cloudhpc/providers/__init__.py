@@ -1,0 +1,51 @@
+"""Where callers get a provider: `backend_for` (a whole cluster, from this machine) and
+`provider_for` (nodes only, for the control plane on the head). The only module that names
+the implementations."""
+
+from __future__ import annotations
+
+import base64
+
+from cloudhpc.errors import CloudHPCError
+from cloudhpc.paths import ClusterDir
+from cloudhpc.plan import Plan
+from cloudhpc.providers.base import Backend, Provider
+from cloudhpc.runner import Runner
+from cloudhpc.template.schema import Template
+
+
+def backend_for(template: Template, plan: Plan, cdir: ClusterDir,
+                runner: Runner | None = None) -> Backend | None:
+    """The backend that can bring this cluster up from this machine; None where the
+    deployment is done another way (Azure: an ARM template, `cloudhpc.azure.service`)."""
+    if template.provider == "local":
+        from cloudhpc.providers.local import LocalBackend
+
+        return LocalBackend(plan, cdir, runner)
+    return None
+
+
+def provider_for(template: Template, plan: Plan, cdir: ClusterDir) -> Provider:
+    """The provider the control plane uses to create and remove nodes."""
+    if template.provider == "azure":  # on the head VM, with its managed identity
+        from cloudhpc.azure.provider import AzureProvider
+
+        if not (template.azure.subscription and template.azure.resource_group):
+            raise CloudHPCError("the template names no Azure subscription and resource "
+                                "group", hint="cloudhpc up --provider azure sets them")
+        # the deployment's secrets, for the custom data of the VMs it creates
+        secrets = {"mungeKey": base64.b64encode(cdir.munge_key.read_bytes()).decode(),
+                   "clusterToken": (cdir.etc / "control.token").read_text().strip()}
+        return AzureProvider(template, plan, template.azure.subscription,
+                             template.azure.resource_group, secrets=secrets)
+    from cloudhpc.providers.local import LocalBackend
+
+    return LocalBackend(plan, cdir)
+
+
+def remove_unrecorded(name: str, cdir: ClusterDir, others: list[str]) -> list[str]:
+    """What a cluster NAME left on this machine without a record (only local clusters leave
+    anything here); returns what was removed."""
+    from cloudhpc.providers.local.cleanup import remove_leftovers
+
+    return remove_leftovers(name, cdir, others)

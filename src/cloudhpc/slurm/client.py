@@ -1,18 +1,66 @@
-"""The one seam that runs Slurm commands (on the head node) and reads their output."""
+"""The one client of Slurm's commands (run on the head node, through the runner) and the one
+reader of their output: nodes as a model, node updates, jobs on a node, start now, release,
+the queue, one job's record. Every caller (the cluster facade, the job service, lifecycle,
+live changes, the reconciler, the power-save programs, the API's view) uses it. Standard
+library only: the power-save programs import it and must start fast."""
 
 from __future__ import annotations
 
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from cloudhpc.errors import CommandError, JobError
-from cloudhpc.runner import Result
+from cloudhpc.runner import Result, Runner
 
-Exec = Callable[[Sequence[str]], Result]
+
+class Exec(Protocol):
+    """Runs argv on the head node (nsenter from this machine, or directly on the head)."""
+
+    def __call__(self, argv: Sequence[str], check: bool = True) -> Result: ...
+
+
+def on_this_node(runner: Runner | None = None, timeout: float = 60) -> Exec:
+    """An Exec for code that already runs on the head node (its daemons)."""
+    run = runner or Runner()
+
+    def call(argv: Sequence[str], check: bool = True) -> Result:
+        return run.run(argv, check=check, timeout=timeout)
+
+    return call
+
+
+@dataclass(frozen=True)
+class SlurmNode:
+    """A node as `sinfo --json` shows it."""
+
+    name: str
+    state: str            # idle, allocated, mixed, down, unknown ... (lower case)
+    flags: frozenset[str] = frozenset()  # CLOUD, POWERED_DOWN, POWERING_UP, DRAIN ...
+    reason: str = ""
+    reason_age: float = 0.0  # seconds since the reason was set
+    cpus: int = 0
+
+    @property
+    def status(self) -> str:
+        """State and flags as `cloudhpc status` prints them: idle+cloud+powered_down."""
+        return "+".join([self.state, *(f.lower() for f in sorted(self.flags))])
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    job_id: int
+    reason: str
+    restarts: int
+
+
+@dataclass(frozen=True)
+class Drained:
+    node: str
+    reason: str = field(default="")
 
 # The queue as `squeue -O` prints it. Job names (and output paths, work directories) are any
 # text a user likes, newlines and separators included: parsing by line or by separator let
@@ -153,9 +201,69 @@ class SlurmClient:
         data: dict[str, Any] = json.loads(result.stdout)
         return data
 
-    def nodes(self) -> list[dict[str, Any]]:
-        nodes: list[dict[str, Any]] = self._json(["sinfo", "--json"])["nodes"]
-        return nodes
+    # -- nodes --------------------------------------------------------------------------
+    def nodes(self, now: float | None = None) -> list[SlurmNode]:
+        now = time.time() if now is None else now
+        out = []
+        for raw in self._json(["sinfo", "--json"])["nodes"]:
+            changed = float(raw.get("reason_changed_at") or 0)
+            out.append(SlurmNode(raw["name"], str(raw.get("state", "unknown")).lower(),
+                                 frozenset(raw.get("state_flags", [])),
+                                 raw.get("reason", "") or "",
+                                 now - changed if changed else 0.0, int(raw.get("cpus", 0))))
+        return out
+
+    def update_node(self, node: str, *settings: str) -> bool:
+        """`scontrol update nodename=NODE SETTINGS...`; False if Slurm refused."""
+        return self.exec_head(["scontrol", "update", f"nodename={node}", *settings],
+                              check=False).returncode == 0
+
+    def drained(self) -> list[Drained]:
+        """Drained nodes and their reasons."""
+        rows = self.exec_head(["sinfo", "-h", "-N", "-t", "drain", "-o", "%N\x1f%E"]).stdout
+        out = []
+        for row in rows.splitlines():
+            node, _, reason = row.partition("\x1f")
+            out.append(Drained(node, reason))
+        return out
+
+    def take_out(self, node: str, reason: str) -> None:
+        """Take a node that cannot serve out of Slurm: down (its jobs are requeued), powered
+        down (the SuspendProgram removes what is left), and its jobs let run at once rather
+        than after Slurm's requeue delay, so that they may run on other nodes now."""
+        jobs = self.jobs_on(node)
+        self.update_node(node, "state=down", f"reason={reason[:120]}")
+        self.update_node(node, "state=power_down_force")
+        for job in jobs:
+            self.start_now(job)
+
+    # -- jobs ---------------------------------------------------------------------------
+    def jobs_on(self, node: str) -> list[int]:
+        out = self.exec_head(["squeue", "-h", "-t", "CF,R,CG", "-w", node, "-o", "%i"],
+                             check=False).stdout
+        return [int(j) for j in out.split() if j.isdigit()]
+
+    def job_ids(self, states: str = "all") -> set[int]:
+        out = self.exec_head(["squeue", "-h", f"--states={states}", "-o", "%i"]).stdout
+        return {int(j) for j in out.split() if j.isdigit()}
+
+    def pending(self) -> list[PendingJob]:
+        rows = self.exec_head(["squeue", "-h", "-t", "PD", "-O",
+                               "JobID:\x1f,Reason:\x1f,RestartCnt:\x1f"]).stdout
+        out = []
+        for row in rows.splitlines():
+            job, reason, restarts = ([p.strip() for p in row.split("\x1f")] + ["", "", ""])[:3]
+            if job.isdigit():
+                out.append(PendingJob(int(job), reason,
+                                      int(restarts) if restarts.isdigit() else 0))
+        return out
+
+    def start_now(self, job_id: int) -> None:
+        """Skip a requeued job's begin-time delay."""
+        self.exec_head(["scontrol", "update", f"jobid={job_id}", "starttime=now"], check=False)
+
+    def release(self, job_id: int) -> None:
+        self.exec_head(["scontrol", "release", str(job_id)], check=False)
 
     def jobs(self, job_ids: Sequence[int] = ()) -> list[dict[str, Any]]:
         jobs = parse_queue(self.queue_bytes())
@@ -186,7 +294,7 @@ class SlurmClient:
             row["standard_output"] = row["standard_output"].replace("%j", str(job_id))
         return row
 
-    def sbatch(self, options: list[str], script: str) -> int:
+    def sbatch(self, options: Sequence[str], script: str) -> int:
         out = self.exec_head(["sbatch", "--parsable", *options, script]).stdout.strip()
         match = re.match(r"^(\d+)", out)
         if not match:
@@ -196,8 +304,17 @@ class SlurmClient:
     def cancel(self, job_id: int) -> None:
         self.exec_head(["scancel", str(job_id)])
 
+    # -- the controller -----------------------------------------------------------------
     def ping(self) -> bool:
         try:
             return "UP" in self.exec_head(["scontrol", "ping"]).stdout
         except CommandError:
             return False
+
+    def shutdown_controller(self) -> None:
+        """`scontrol shutdown slurmctld`: it saves every job first (its supervisor starts
+        it again)."""
+        self.exec_head(["scontrol", "shutdown", "slurmctld"])
+
+    def reconfigure(self) -> None:
+        self.exec_head(["scontrol", "reconfigure"])

@@ -20,13 +20,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cloudhpc.errors import CloudHPCError
 from cloudhpc.state import Store
-
-if TYPE_CHECKING:
-    from cloudhpc.storage.blob import BlobStore
+from cloudhpc.storage.blob import BlobStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (

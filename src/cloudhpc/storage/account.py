@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from cloudhpc.secretfile import write_secret
 
 ACCOUNT = "cloudhpc"
 PORT = 10000
@@ -34,9 +35,7 @@ class BlobAccount:
         return cls(**json.loads(path.read_text()))
 
     def save(self, path: Path) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(asdict(self), fh)
+        write_secret(path, json.dumps(asdict(self)))
 
     @property
     def azurite_accounts(self) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 from cloudhpc.errors import CloudHPCError
+from cloudhpc.node.spec import DaemonSpec
 from cloudhpc.storage.account import PORT, BlobAccount
 
 # the project's own npm install (package.json at the repository root)
@@ -33,7 +33,7 @@ def azurite_bin() -> str:
     raise AzuriteMissingError()
 
 
-def azurite_daemon(address: str, data_dir: Path, account: BlobAccount) -> dict[str, Any]:
+def azurite_daemon(address: str, data_dir: Path, account: BlobAccount) -> DaemonSpec:
     """Supervisor spec: listens on the cluster network only, data under the state directory,
     the cluster's generated key instead of the well-known one, and no telemetry."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from cloudhpc.secretfile import GROUP_READ, write_secret
+
 GRANT_FILE = "grant.json"
 CREDENTIAL_FILE = "credential.json"
 RECORD_ID = re.compile(r"cloudhpc-stage:(\d{8}-\d{6}-[0-9a-f]{6})")
@@ -65,12 +67,7 @@ def grant(root: Path, comment: str, job_uid: int) -> Path:
     gid = os.stat(meta).st_gid
     body = json.dumps({"account": store.account.account, "endpoint": store.account.endpoint,
                        "sas": sas})
-    tmp = meta / f".{CREDENTIAL_FILE}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(body)
-    os.chown(tmp, 0, gid)
-    os.replace(tmp, meta / CREDENTIAL_FILE)
+    write_secret(meta / CREDENTIAL_FILE, body, mode=GROUP_READ, gid=gid)
     return meta / CREDENTIAL_FILE
 
 

@@ -20,15 +20,12 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cloudhpc.errors import CloudHPCError
 from cloudhpc.storage.account import BlobAccount
-from cloudhpc.storage.blob import _sha256
+from cloudhpc.storage.blob import BlobStore, _sha256
 from cloudhpc.storage.urls import BlobURL, local_relative, parse_blob_url
-
-if TYPE_CHECKING:
-    from cloudhpc.storage.blob import BlobStore
 
 META = ".cloudhpc"
 

@@ -87,6 +87,9 @@ class StageIn:
     def to_dict(self) -> dict[str, str]:
         return {"source": str(self.source), "dest": self.dest}
 
+    def __str__(self) -> str:  # the form parse_stage_in reads
+        return f"{self.source}:{self.dest}"
+
 
 @dataclass(frozen=True)
 class StageOut:
@@ -95,6 +98,9 @@ class StageOut:
 
     def to_dict(self) -> dict[str, str]:
         return {"source": self.source, "dest": str(self.dest)}
+
+    def __str__(self) -> str:  # the form parse_stage_out reads
+        return f"{self.source}:{self.dest}"
 
 
 def parse_stage_in(spec: str) -> StageIn:

@@ -1,11 +1,17 @@
-"""The local provider: nodes are network + mount + UTS namespaces on one Linux machine."""
+"""The local backend: nodes are network + mount + UTS (+ PID) namespaces on one Linux
+machine, on a per-cluster bridge; the control plane is a supervised process on this
+machine. Implements providers.base.Backend."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import time
+from collections.abc import Sequence
 
-from cloudhpc.errors import ProvisionError
+from cloudhpc.errors import NodeNotFound, ProvisionError
 from cloudhpc.node import bootstrap
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import NodeSpec, Plan
@@ -14,24 +20,28 @@ from cloudhpc.providers.local import processes
 from cloudhpc.providers.local.network import NETNS_DIR, Network, netns_name
 from cloudhpc.runner import Runner
 
+BOOT_TIMEOUT = 20.0
 
-class LocalProvider:
-    def __init__(self, plan: Plan, cdir: ClusterDir, runner: Runner | None = None) -> None:
+
+class LocalBackend:
+    def __init__(self, plan: Plan, cdir: ClusterDir, runner: Runner | None = None,
+                 boot_timeout: float = BOOT_TIMEOUT) -> None:
         self.plan = plan
         self.cdir = cdir
         self.runner = runner or Runner()
         self.net = Network(self.runner)
+        self.boot_timeout = boot_timeout
         self._errors: list[ProviderError] = []
 
     # -- network ------------------------------------------------------------------------
-    def create_network(self, plan: Plan) -> None:
-        self.net.create_bridge(plan)
+    def create_network(self) -> None:
+        self.net.create_bridge(self.plan)
 
-    def delete_network(self, plan: Plan) -> None:
-        self.net.delete_bridge(plan)
+    def delete_network(self) -> None:
+        self.net.delete_bridge(self.plan)
 
     # -- the control plane (this provider's API, which the head node calls) -------------
-    def start_api(self, timeout: float = 15.0) -> None:
+    def start_control_plane(self, timeout: float = 15.0) -> None:
         run = self.cdir.control / "run"
         if processes.alive(processes.read_pid(run / "supervisor.pid") or -1):
             return
@@ -40,7 +50,7 @@ class LocalProvider:
         path = self.cdir.control / "spec.json"
         path.write_text(json.dumps(bootstrap.control_spec(self.cdir)))
         (self.cdir.control / "logs").mkdir(parents=True, exist_ok=True)
-        processes.start_supervisor(None, bootstrap.supervisor_argv(path),
+        processes.start_supervisor(self.runner, None, bootstrap.supervisor_argv(path),
                                    self.cdir.control / "logs" / "supervisor.log")
         deadline = time.monotonic() + timeout
         while not (run / "ready").exists():
@@ -49,20 +59,21 @@ class LocalProvider:
                                      hint=f"see {self.cdir.control / 'logs'}")
             time.sleep(0.005)
 
-    def stop_api(self) -> None:
+    def stop_control_plane(self) -> None:
         processes.stop_pid(processes.read_pid(self.cdir.control / "run" / "supervisor.pid"))
 
-    def api_running(self) -> bool:
+    def control_plane_running(self) -> bool:
         pid = processes.read_pid(self.cdir.control / "run" / "control.pid")
         return pid is not None and processes.alive(pid)
 
     # -- nodes --------------------------------------------------------------------------
-    def launch(self, nodes: list[NodeSpec], timeout: float = 20.0) -> None:
-        """Create and boot nodes; idempotent by name (a running node is left alone)."""
+    def launch(self, nodes: Sequence[NodeSpec]) -> list[ProviderError]:
+        """Create and boot nodes; idempotent by name (a running node is left alone). A node
+        that does not boot in time is removed again and reported."""
         current = self.nodes()
         todo = [n for n in nodes if current[n.name].state is not NodeState.RUNNING]
         if not todo:
-            return
+            return []
         # half-made (an interrupted launch) or dead nodes are removed first, then made anew
         self.terminate([n.name for n in todo if current[n.name].state is not NodeState.ABSENT])
         bootstrap.ensure_mount_points()
@@ -72,27 +83,33 @@ class LocalProvider:
             for stale in ("ready", "supervisor.pid"):
                 (ndir / "run" / stale).unlink(missing_ok=True)
             spec = bootstrap.write_node_spec(node, self.cdir)
-            processes.start_supervisor(netns_name(self.plan, node.name),
+            processes.start_supervisor(self.runner, netns_name(self.plan, node.name),
                                        bootstrap.supervisor_argv(spec),
                                        ndir / "logs" / "supervisor.log",
                                        pid_namespace=bootstrap.own_pids(node))
-        self._wait_ready(todo, timeout)
+        errors = self._wait_ready(todo)
+        if errors:
+            self.terminate([n for e in errors for n in e.nodes])
+        self._errors += errors
+        return errors
 
-    def _wait_ready(self, nodes: list[NodeSpec], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def _wait_ready(self, nodes: list[NodeSpec]) -> list[ProviderError]:
+        deadline = time.monotonic() + self.boot_timeout
         waiting = {n.name for n in nodes}
         while waiting and time.monotonic() < deadline:
             waiting = {n for n in waiting if not (self.cdir.node(n) / "run" / "ready").exists()}
             time.sleep(0.005)
-        if waiting:
-            name = sorted(waiting)[0]
-            log = self.cdir.node(name) / "logs" / "supervisor.log"
+        errors = []
+        for node in [n for n in nodes if n.name in waiting]:
+            log = self.cdir.node(node.name) / "logs" / "supervisor.log"
             tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
-            raise ProvisionError("boot nodes", f"node {name} did not start in {timeout:.0f} s"
-                                 + (f": {tail[0]}" if tail else ""),
-                                 hint=f"see {log}")
+            errors.append(ProviderError(
+                node.nodeset, [node.name],
+                f"node {node.name} did not start in {self.boot_timeout:.0f} s"
+                + (f": {tail[0]}" if tail else "") + f" (see {log})"))
+        return errors
 
-    def terminate(self, names: list[str]) -> None:
+    def terminate(self, names: Sequence[str]) -> None:
         nodes = [n for n in self.plan.nodes if n.name in set(names)]
         processes.stop_namespaces([netns_name(self.plan, n.name) for n in nodes])
         self.net.detach(self.plan, nodes)
@@ -105,11 +122,16 @@ class LocalProvider:
     def _info(self, node: NodeSpec) -> NodeInfo:
         ns = netns_name(self.plan, node.name)
         run = self.cdir.node(node.name) / "run"
+        try:
+            created: float | None = (NETNS_DIR / ns).stat().st_mtime
+        except OSError:
+            created = None
 
         def info(state: NodeState, detail: str = "") -> NodeInfo:
-            return NodeInfo(node.name, node.role, node.nodeset, state, node.address, ns, detail)
+            return NodeInfo(node.name, node.role, node.nodeset, state, node.address, ns,
+                            detail, created)
 
-        if not (NETNS_DIR / ns).exists():
+        if created is None:
             return info(NodeState.ABSENT)
         sup = processes.read_pid(run / "supervisor.pid")
         if sup is None:
@@ -122,19 +144,42 @@ class LocalProvider:
                 return info(NodeState.DOWN, f"{daemon['name']} is not running")
         return info(NodeState.RUNNING)
 
-    def created_at(self, name: str) -> float | None:
-        """When the node's namespace was made (None if it does not exist)."""
-        try:
-            return (NETNS_DIR / netns_name(self.plan, name)).stat().st_mtime
-        except OSError:
-            return None
-
-    def supervisor_pid(self, name: str) -> int | None:
-        pid = processes.read_pid(self.cdir.node(name) / "run" / "supervisor.pid")
-        return pid if pid is not None and processes.alive(pid) else None
-
     def errors(self) -> list[ProviderError]:
         return list(self._errors)
+
+    # -- entering nodes -----------------------------------------------------------------
+    def enter(self, node: str, argv: Sequence[str]) -> list[str]:
+        spec = self.plan.node(node)
+        if spec is None:
+            names = ", ".join(n.name for n in self.plan.nodes)
+            raise NodeNotFound(f"no node '{node}' in cluster '{self.plan.cluster}'",
+                               hint=f"nodes: {names}")
+        pid = processes.read_pid(self.cdir.node(node) / "run" / "supervisor.pid")
+        if pid is None or not processes.alive(pid):
+            raise NodeNotFound(f"node '{node}' is not running",
+                               hint="see `cloudhpc status`; `cloudhpc up` repairs it")
+        own = ["-p"] if bootstrap.own_pids(spec) else []
+        return ["nsenter", "-t", str(pid), "-n", "-m", "-u", *own, "--", *argv]
+
+    def kill(self, node: str, daemon: str | None) -> list[int]:
+        if daemon is None:
+            pids = processes.pids_in_netns(netns_name(self.plan, node))
+        else:
+            run = self.cdir.control / "run" if node == "control-plane" else \
+                self.cdir.node(node) / "run"
+            pid = processes.read_pid(run / f"{daemon}.pid")
+            pids = [pid] if pid is not None and processes.alive(pid) else []
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return pids
+
+    def sweep(self) -> list[str]:
+        removed = []
+        for pid in processes.pids_mentioning(str(self.cdir.root) + "/"):
+            processes.stop_pid(pid, grace=2.0)
+            removed.append(f"process {pid}")
+        return removed
 
     def leftovers(self) -> list[str]:
         """Namespaces of this cluster that still exist (used by `down` to verify)."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
-from cloudhpc.runner import BASE_PATH
+from cloudhpc.runner import Runner
 
 
 def pids_in_netns(ns: str) -> list[int]:
@@ -46,7 +45,7 @@ def read_pid(path: Path) -> int | None:
         return None
 
 
-def start_supervisor(ns: str | None, argv: list[str], log: Path,
+def start_supervisor(runner: Runner, ns: str | None, argv: list[str], log: Path,
                      pid_namespace: bool = False) -> None:
     """Start a supervisor detached (setsid -f), so no caller has to reap it; it writes its
     own pid file when ready. With a namespace, inside that node's namespaces (and with
@@ -55,9 +54,7 @@ def start_supervisor(ns: str | None, argv: list[str], log: Path,
     node = ["nsenter", f"--net=/run/netns/{ns}", "--", "unshare", "--mount", "--uts", *pid,
             "--propagation", "private", "--"] if ns else []
     cmd = ["setsid", "-f", *node, *argv]
-    with open(log, "ab") as fh:
-        subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                       env={"PATH": BASE_PATH, "LANG": "C.UTF-8"}, check=True)
+    runner.spawn(cmd, log)
 
 
 def stop_namespaces(namespaces: list[str], grace: float = 3.0) -> None:

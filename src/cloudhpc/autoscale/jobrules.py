@@ -1,0 +1,91 @@
+"""The reconciler's job rules: pure functions of what Slurm and the event log show, returning
+what to do. Each rule says why it exists; tests/unit/test_reconciler.py holds them as tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cloudhpc.slurm.client import Drained, PendingJob
+
+RECOVERY_WINDOW = 300.0  # seconds after a slurmctld restart in which crash rules apply
+DUPLICATE = "Duplicate jobid"
+LAUNCH_HELD = "launch failed requeued held"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A job cloudhpc accepted (its job_submitted event, with the full sbatch request)."""
+
+    job_id: int
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Release:
+    job_id: int
+    unhold: bool  # `scontrol release` before letting it start
+    cause: str
+
+
+def lost_jobs(submitted: Iterable[Submitted], known: set[int],
+              resubmitted: set[int]) -> list[Submitted]:
+    """Jobs to submit again after slurmctld restarted: Slurm saves its state a few seconds
+    after accepting a job, so a crash in that window forgets it. A job Slurm knows (queued,
+    running or finished in its record), or already resubmitted, is left alone; an event
+    without the request (from an older version) cannot be resubmitted."""
+    return [s for s in submitted
+            if s.job_id not in known and s.job_id not in resubmitted and s.argv]
+
+
+def jobs_to_release(pending: Sequence[PendingJob], recovering: bool) -> list[Release]:
+    """Requeued jobs to let run now.
+
+    Slurm requeues a job whose node failed (down, or never powered up) with a begin time
+    minutes away; cloudhpc has already replaced or taken out that node, so the job may run
+    now. Its restart count tells it from a job a user gave --begin (no restarts).
+
+    Within the recovery window after a slurmctld crash, a job started in the seconds before
+    the crash comes back pending while its first run goes on; the relaunch meets that run
+    and Slurm holds the job ('launch failed requeued held'): it is released, and runs again
+    once the first run is over."""
+    out = []
+    for job in pending:
+        if recovering and job.reason.startswith(LAUNCH_HELD):
+            out.append(Release(job.job_id, True, job.reason))
+        elif job.reason == "BeginTime" and job.restarts > 0:
+            out.append(Release(job.job_id, False, job.reason))
+    return out
+
+
+def nodes_to_resume(drained: Sequence[Drained], recovering: bool) -> list[Drained]:
+    """Within the recovery window, a node drained because a crash made Slurm launch a job
+    twice ('Duplicate jobid') is healthy: resume it. Any other drain is an admin's."""
+    if not recovering:
+        return []
+    return [d for d in drained if d.reason.startswith(DUPLICATE)]
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    kind: str  # "started" or "ended"
+    job_id: int
+    fields: tuple[tuple[str, object], ...] = ()
+
+
+def job_events(running: set[int], started: set[int],
+               finished: Sequence[tuple[int, dict[str, object]]]
+               ) -> tuple[list[JobEvent], set[int]]:
+    """Events for jobs seen running for the first time and jobs that ended (FINISHED: job id
+    and the fields of its end), and the set of jobs now known to have started. A job that
+    ended between two looks gets its start too (with the time Slurm recorded)."""
+    events = [JobEvent("started", j) for j in sorted(running - started)]
+    now_started = started | running
+    for job_id, fields in finished:
+        if job_id not in now_started:
+            events.append(JobEvent("started", job_id, (("at", fields.get("start_time")),)))
+        now_started.discard(job_id)
+        events.append(JobEvent("ended", job_id, tuple(sorted(
+            (k, v) for k, v in fields.items() if k != "start_time"))))
+    return events, now_started
