@@ -23,7 +23,7 @@ TEMPLATE = {"version": 1, "name": "b-cold", "network": {"cidr": "198.19.24.0/24"
 
 
 def absent(c: Cluster) -> bool:
-    return all(i.state.value == "absent" for n, i in c.provider.nodes().items()
+    return all(i.state.value == "absent" for n, i in c.backend.nodes().items()
                if n.startswith("cold-"))
 
 

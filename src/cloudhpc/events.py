@@ -52,6 +52,11 @@ class EventLog:
     def read(self, since: float = 0.0, kinds: set[str] | None = None) -> list[dict[str, Any]]:
         return list(self._iter(0, since, kinds)[0])
 
+    def tail(self, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """Events written after byte OFFSET, and the offset to read from next time."""
+        events, end = self._iter(offset, 0.0, None)
+        return list(events), end
+
     def _iter(self, offset: int, since: float,
               kinds: set[str] | None) -> tuple[Iterator[dict[str, Any]], int]:
         if not self.path.exists():

@@ -44,7 +44,7 @@ def test_zero_to_running_and_back_to_zero(auto_cluster: Cluster) -> None:
     assert "CHECK OK" in c.logs(job.job_id)
     # idle_timeout is 5 s: the nodes go away by themselves
     assert until(lambda: set(states(c, "dyn-").values()) == {"powered_down"}, 40)
-    assert all(i.state.value == "absent" for n, i in c.provider.nodes().items()
+    assert all(i.state.value == "absent" for n, i in c.backend.nodes().items()
                if n.startswith("dyn-"))
     kinds = [e["kind"] for e in c.events.read(start)]
     for kind in ("job_submitted", "node_requested", "node_launched", "node_registered",
@@ -104,8 +104,8 @@ def test_control_plane_killed_during_resume(auto_cluster: Cluster, tmp_path: Pat
     c.kill_daemon("control-plane", "control")
     done = c.wait(job.job_id, timeout=120)
     assert done.state is JobState.COMPLETED
-    assert c.provider.api_running()
-    half_made = [n for n, i in c.provider.nodes().items()
+    assert c.backend.control_plane_running()
+    half_made = [n for n, i in c.backend.nodes().items()
                  if i.state.value in ("starting", "down")]
     assert half_made == []
 

@@ -64,7 +64,7 @@ def wait_state(c: Cluster, node: str, want: str, timeout: float = 30) -> str:
 
 def test_killed_node_shows_down_and_up_repairs_it(scratch_cluster: Cluster) -> None:
     c = scratch_cluster
-    ns = c.provider.nodes()["heal-2"].provider_id
+    ns = c.backend.nodes()["heal-2"].provider_id
     for pid in processes.pids_in_netns(ns):
         # the node's init (its supervisor) may go first, and the kernel takes the rest
         with contextlib.suppress(ProcessLookupError):

@@ -187,7 +187,8 @@ def provider(template: Any, answer: Callable[[str, str, Any], Reply]
              ) -> tuple[AzureProvider, Recorder]:
     rec = Recorder(answer)
     return AzureProvider(template, make_plan(template), SUB, "rg-hpc", credential=Credential(),
-                         secrets={"mungeKey": "TVVOR0U=", "clusterToken": "tok"},
+                         secrets={"mungeKey": "TVVOR0U=", "clusterToken": "tok",
+                                  "sshPublicKey": "ssh-ed25519 AAAAkey admin"},
                          transport=rec, retry_backoff_factor=0, polling_interval=0), rec
 
 
@@ -387,3 +388,38 @@ def test_local_commands_on_an_azure_cluster_say_where_to_go(template: Any,
         with pytest.raises(CloudHPCError, match="runs on azure") as info:
             call()
         assert "--remote" in info.value.hint
+
+
+def test_launched_vms_have_the_deployments_vm_body(template: Any) -> None:
+    """Both paths that make a compute VM (the ARM template's static nodes, the control
+    plane's SDK launches) use one body: launched VMs had no SSH key (Azure refuses a Linux
+    profile without key or password) and no disk settings."""
+    from cloudhpc.azure.arm import export
+
+    prov, _ = provider(template, lambda m, u, b: (200, {}, {}))
+    plan = make_plan(template)
+    arm_template, _ = export(template)
+    static_vm = next(r for r in arm_template["resources"]
+                     if r["type"] == "Microsoft.Compute/virtualMachines"
+                     and r["name"] != f"{template.name}-head")
+    static = static_vm["properties"]
+    same_set = [n for n in plan.compute()
+                if n.nodeset == static_vm["tags"]["cloudhpc-nodeset"]]
+    launched = prov._vm_body(same_set[-1])["properties"]
+
+    def shape(body: Any) -> Any:  # keys, recursively: the values differ by design
+        if isinstance(body, dict):
+            return {k: shape(v) for k, v in body.items()}
+        if isinstance(body, list):
+            return [shape(v) for v in body]
+        return type(body).__name__
+
+    assert shape(launched) == shape(static)
+    ssh = launched["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"][0]
+    assert ssh == {"path": f"/home/{template.azure.admin_user}/.ssh/authorized_keys",
+                   "keyData": "ssh-ed25519 AAAAkey admin"}
+    assert launched["storageProfile"]["osDisk"]["managedDisk"] == {
+        "storageAccountType": "Premium_LRS"}
+    # the deployment's key path follows the admin user parameter (Azure refuses another)
+    assert "parameters('adminUsername')" in \
+        static["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"][0]["path"]

@@ -74,6 +74,7 @@ def _worker_refresh(home: str, name: str, on_head: bool = False) -> Snapshot:
     from cloudhpc.jobs.model import from_squeue
     from cloudhpc.slurm.client import parse_jobcomp, parse_record, split_records
     from cloudhpc.slurm.conf import SlurmPaths
+    from cloudhpc.slurm.jobcomp import FinishedJobs
     from cloudhpc.state import Store
 
     if "cluster" not in _worker:
@@ -84,7 +85,8 @@ def _worker_refresh(home: str, name: str, on_head: bool = False) -> Snapshot:
             raise CloudHPCError(f"no cluster {name}")
         _worker["cluster"] = Cluster(record, store, on_head=on_head)
         _worker["finished"] = {}
-        _worker["offset"] = 0
+        _worker["finished_jobs"] = FinishedJobs(SlurmPaths(str(_worker["cluster"].dir.root))
+                                                .jobcomp)
         _worker["queue"] = {}
         _worker["owners"] = {}
         _worker["seen"] = set()  # jobs whose final state the queue showed
@@ -93,12 +95,7 @@ def _worker_refresh(home: str, name: str, on_head: bool = False) -> Snapshot:
     finished: dict[int, tuple[JobMeta, bytes]] = _worker["finished"]
     seen_queue: dict[bytes, tuple[bytes, int, JobMeta, bytes]] = _worker["queue"]
     try:
-        with open(SlurmPaths(str(cluster.dir.root)).jobcomp, "rb") as fh:
-            fh.seek(_worker["offset"])
-            data = fh.read()
-        end = data.rfind(b"\n") + 1
-        _worker["offset"] += end
-        records = parse_jobcomp(data[:end].decode(errors="replace"))
+        records = parse_jobcomp(_worker["finished_jobs"].new())
         if records:
             _worker["owners"] = cluster.store.job_owners(cluster.name)
         owners: dict[int, int] = _worker["owners"]
@@ -217,7 +214,7 @@ class ClusterView:
                 self._stop.wait(left)
 
     def refresh(self) -> None:
-        events, self._events_offset = self.cluster.events._iter(self._events_offset, 0.0, None)
+        events, self._events_offset = self.cluster.events.tail(self._events_offset)
         self.events.extend(events)
         try:
             if self._pool is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from cloudhpc.azure import cloudinit
+from cloudhpc.azure import cloudinit, vm
 from cloudhpc.plan import NodeSpec, Plan, make_plan
 from cloudhpc.template.schema import NodeSet, Template
 
@@ -69,25 +69,26 @@ def custom_data(t: Template, role: str, nodeset: str | None = None) -> str:
     return f"[base64(concat({', '.join(parts)}))]"
 
 
+def _values(data: str) -> vm.VmValues:
+    """The deployment's values: parameters, and the key's path made from the admin user
+    parameter (Azure accepts only /home/<adminUsername>/.ssh/authorized_keys)."""
+    return vm.VmValues("[parameters('adminUsername')]", "[parameters('sshPublicKey')]",
+                       "[concat('/home/', parameters('adminUsername'), "
+                       "'/.ssh/authorized_keys')]", data)
+
+
 def _os_profile(t: Template, computer: str, key: str, role: str,
                 nodeset: str | None, data: str | None = None) -> dict[str, Any]:
     """DATA: the custom data expression when the caller has it already."""
-    return {
-        key: computer,
-        "adminUsername": "[parameters('adminUsername')]",
-        "customData": data or custom_data(t, role, nodeset),
-        "linuxConfiguration": {
-            "disablePasswordAuthentication": True,
-            "ssh": {"publicKeys": [{
-                "path": f"/home/{t.azure.admin_user}/.ssh/authorized_keys",
-                "keyData": "[parameters('sshPublicKey')]"}]},
-        },
-    }
+    return vm.os_profile(key, computer, _values(data or custom_data(t, role, nodeset)))
 
 
 def _image(t: Template) -> dict[str, str]:
-    publisher, offer, sku, version = t.azure.image.split(":")
-    return {"publisher": publisher, "offer": offer, "sku": sku, "version": version}
+    return vm.image(t)
+
+
+def _arm_rid(rtype: str, name: str) -> str:
+    return _rid(rtype, name)
 
 
 def _names(t: Template) -> dict[str, str]:
@@ -220,32 +221,17 @@ def _nodeset(t: Template, n: dict[str, str], ns: NodeSet, plan: Plan) -> list[di
 
 def _static_node(t: Template, n: dict[str, str], ns: NodeSet, node: NodeSpec, vmss: str,
                  ppg: str | None, data: str) -> list[dict[str, Any]]:
-    """A NIC at the plan's address and a VM named after the Slurm node, in the scale set."""
-    nic = _rid("Microsoft.Network/networkInterfaces", f"{node.name}-nic")
-    vm: dict[str, Any] = {
-        "virtualMachineScaleSet": {"id": vmss},
-        "hardwareProfile": {"vmSize": ns.size},
-        "osProfile": _os_profile(t, node.name, "computerName", "compute", ns.name, data),
-        "storageProfile": {"imageReference": _image(t),
-                           "osDisk": {"createOption": "FromImage", "deleteOption": "Delete",
-                                      "managedDisk": {"storageAccountType": "Premium_LRS"}}},
-        "networkProfile": {"networkInterfaces": [
-            {"id": nic, "properties": {"primary": True, "deleteOption": "Delete"}}]},
-    }
-    deps = [nic, vmss]
-    if ppg:
-        vm["proximityPlacementGroup"] = {"id": ppg}
-        deps.append(ppg)
+    """A NIC at the plan's address and a VM named after the Slurm node, in the scale set:
+    the body the control plane also uses for the nodes it creates (azure/vm.py)."""
+    nic = _rid("Microsoft.Network/networkInterfaces", vm.nic_name(node))
+    deps = [nic, vmss] + ([ppg] if ppg else [])
     return [
-        _res("Microsoft.Network/networkInterfaces", f"{node.name}-nic", {
-            "enableAcceleratedNetworking": True,
-            "ipConfigurations": [{"name": "primary", "properties": {
-                "subnet": {"id": _subnet_id(n)}, "privateIPAllocationMethod": "Static",
-                "privateIPAddress": node.address}}]},
-            dependsOn=[_rid("Microsoft.Network/virtualNetworks", n["vnet"])]),
-        _res("Microsoft.Compute/virtualMachines", node.name, vm,
-             tags={"cloudhpc-cluster": t.name, "cloudhpc-nodeset": ns.name,
-                   "cloudhpc-node": node.name}, dependsOn=deps),
+        _res("Microsoft.Network/networkInterfaces", vm.nic_name(node),
+             vm.nic_properties(node, _subnet_id(n)),
+             dependsOn=[_rid("Microsoft.Network/virtualNetworks", n["vnet"])]),
+        _res("Microsoft.Compute/virtualMachines", node.name,
+             vm.vm_properties(t, ns, node, _values(data), _arm_rid),
+             tags=vm.vm_tags(t, ns, node), dependsOn=deps),
     ]
 
 

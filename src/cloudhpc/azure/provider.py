@@ -13,7 +13,7 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
-from cloudhpc.azure import arm, cloudinit
+from cloudhpc.azure import arm, cloudinit, vm
 from cloudhpc.azure.errors import AzureError, from_http
 from cloudhpc.plan import NodeSpec, Plan, Role
 from cloudhpc.providers.base import NodeInfo, NodeState, ProviderError
@@ -29,7 +29,8 @@ class AzureProvider:
                  credential: Any = None, secrets: dict[str, str] | None = None,
                  **client_kwargs: Any) -> None:
         """SECRETS: the deployment's mungeKey and clusterToken parameters (the head has them
-        in its cluster directory), put into new VMs' custom data."""
+        in its cluster directory), put into new VMs' custom data, and its sshPublicKey (the
+        admin user's key on the head)."""
         from azure.mgmt.compute import ComputeManagementClient
         from azure.mgmt.resource import ResourceManagementClient
 
@@ -48,51 +49,32 @@ class AzureProvider:
         return (f"/subscriptions/{self.subscription}/resourceGroups/{self.rg}/providers/"
                 f"{rtype}/{name}")
 
+    def _rid(self, rtype: str, name: str) -> str:
+        return self._id(rtype, name)
+
     def _nic_id(self, node: NodeSpec) -> str:
-        return self._id("Microsoft.Network/networkInterfaces", f"{node.name}-nic")
+        return self._id("Microsoft.Network/networkInterfaces", vm.nic_name(node))
 
     def _nic_body(self, node: NodeSpec) -> dict[str, Any]:
         subnet = self._id("Microsoft.Network/virtualNetworks",
                           f"{self.template.name}-vnet/subnets/cluster")
         return {"location": self.template.azure.region,
                 "tags": {"cloudhpc-cluster": self.template.name, "cloudhpc-node": node.name},
-                "properties": {
-                    "enableAcceleratedNetworking": True,
-                    "ipConfigurations": [{"name": "primary", "properties": {
-                        "subnet": {"id": subnet}, "privateIPAllocationMethod": "Static",
-                        "privateIPAddress": node.address}}]}}
+                "properties": vm.nic_properties(node, subnet)}
 
     def _vm_body(self, node: NodeSpec) -> dict[str, Any]:
+        """The same body as the deployment's static nodes (azure/vm.py), with values."""
         ns = next(s for s in self.template.compute if s.name == node.nodeset)
         text = cloudinit.user_data(self.template, "compute", ns.name).replace(
             cloudinit.MUNGE_KEY, self.secrets.get("mungeKey", "")).replace(
             cloudinit.CLUSTER_TOKEN, self.secrets.get("clusterToken", ""))
-        props: dict[str, Any] = {
-            "virtualMachineScaleSet": {"id": self._id(
-                "Microsoft.Compute/virtualMachineScaleSets",
-                f"{self.template.name}-{ns.name}-vmss")},
-            "hardwareProfile": {"vmSize": ns.size},
-            "osProfile": {"computerName": node.name,
-                          "adminUsername": self.template.azure.admin_user,
-                          "customData": base64.b64encode(text.encode()).decode(),
-                          "linuxConfiguration": {"disablePasswordAuthentication": True}},
-            "networkProfile": {"networkInterfaces": [{
-                "id": self._nic_id(node),
-                "properties": {"primary": True, "deleteOption": "Delete"}}]},
-            "storageProfile": {"imageReference": arm._image(self.template),
-                               "osDisk": {"createOption": "FromImage",
-                                          "deleteOption": "Delete"}},
-        }
-        if ns.rdma:
-            props["proximityPlacementGroup"] = {"id": self._id(
-                "Microsoft.Compute/proximityPlacementGroups",
-                f"{self.template.name}-{ns.name}-ppg")}
-        return {
-            "location": self.template.azure.region,
-            "tags": {"cloudhpc-cluster": self.template.name, "cloudhpc-nodeset": ns.name,
-                     "cloudhpc-node": node.name},
-            "properties": props,
-        }
+        admin = self.template.azure.admin_user
+        values = vm.VmValues(admin, self.secrets.get("sshPublicKey", ""),
+                             f"/home/{admin}/.ssh/authorized_keys",
+                             base64.b64encode(text.encode()).decode())
+        return {"location": self.template.azure.region,
+                "tags": vm.vm_tags(self.template, ns, node),
+                "properties": vm.vm_properties(self.template, ns, node, values, self._rid)}
 
     def launch(self, nodes: Sequence[NodeSpec]) -> list[ProviderError]:
         """Start creating every node at once (one request each, polled together); a node
@@ -147,10 +129,10 @@ class AzureProvider:
         except HttpResponseError as exc:
             raise from_http(exc, "listing the cluster's VMs") from None
         found: dict[str, Any] = {}
-        for vm in vms:
-            tags = vm.tags or {}
+        for machine in vms:
+            tags = machine.tags or {}
             if tags.get("cloudhpc-cluster") == self.template.name and "cloudhpc-node" in tags:
-                found[tags["cloudhpc-node"]] = vm
+                found[tags["cloudhpc-node"]] = machine
         out = {}
         for spec in self.plan.nodes:
             if spec.role is not Role.COMPUTE:
@@ -158,8 +140,10 @@ class AzureProvider:
             found_vm = found.get(spec.name)
             state = STATES.get(found_vm.provisioning_state or "", NodeState.STARTING) \
                 if found_vm else NodeState.ABSENT
+            created = getattr(found_vm, "time_created", None) if found_vm else None
             out[spec.name] = NodeInfo(spec.name, spec.role, spec.nodeset, state, spec.address,
-                                      str(found_vm.id) if found_vm else "")
+                                      str(found_vm.id) if found_vm else "", "",
+                                      created.timestamp() if created else None)
         return out
 
     def errors(self) -> list[ProviderError]:

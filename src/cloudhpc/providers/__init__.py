@@ -5,6 +5,7 @@ the implementations."""
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 from cloudhpc.errors import CloudHPCError
 from cloudhpc.paths import ClusterDir
@@ -34,8 +35,17 @@ def provider_for(template: Template, plan: Plan, cdir: ClusterDir) -> Provider:
             raise CloudHPCError("the template names no Azure subscription and resource "
                                 "group", hint="cloudhpc up --provider azure sets them")
         # the deployment's secrets, for the custom data of the VMs it creates
+        keys = Path(f"/home/{template.azure.admin_user}/.ssh/authorized_keys")
+        try:  # the deployment's sshPublicKey, which Azure put on the head
+            ssh_key = keys.read_text().split("\n")[0].strip()
+        except OSError:
+            ssh_key = ""
+        if not ssh_key:
+            raise CloudHPCError(f"no SSH public key in {keys}: VMs made for Slurm need one",
+                                hint="deploy with the sshPublicKey parameter")
         secrets = {"mungeKey": base64.b64encode(cdir.munge_key.read_bytes()).decode(),
-                   "clusterToken": (cdir.etc / "control.token").read_text().strip()}
+                   "clusterToken": (cdir.etc / "control.token").read_text().strip(),
+                   "sshPublicKey": ssh_key}
         return AzureProvider(template, plan, template.azure.subscription,
                              template.azure.resource_group, secrets=secrets)
     from cloudhpc.providers.local import LocalBackend
