@@ -32,7 +32,8 @@ def read_as(run: Run, uid: int, gid: int, path: str, limit: int = LOG_LIMIT) -> 
 
 
 def read_status(run: Run, uid: int, gid: int, path: str) -> dict[str, Any]:
-    """A job's staging status (written by the job itself: untrusted, checked for shape)."""
+    """A job's staging status (cloudhpc.storage.spec.StagingStatus), written by the job
+    itself: untrusted, so checked for shape key by key."""
     text = read_as(run, uid, gid, path, STATUS_LIMIT)
     try:
         data = json.loads(text) if text else {}

@@ -27,6 +27,7 @@ from cloudhpc.secretfile import GROUP_READ, PRIVATE, write_secret
 from cloudhpc.storage.access import ROOT, ContainerAccess, Who
 from cloudhpc.storage.blob import BlobStore, _sha256
 from cloudhpc.storage.grant import GRANT_FILE, GrantRequest
+from cloudhpc.storage.spec import Program, StageInItem, StageOutItem, StagingSpec
 from cloudhpc.storage.urls import (
     StageIn,
     StageOut,
@@ -88,7 +89,7 @@ def check(store: BlobStore, access: ContainerAccess, who: Who, staging: Staging)
     return staging
 
 
-def fetch_program(store: BlobStore, url_text: str, cache: Path) -> dict[str, str | bool]:
+def fetch_program(store: BlobStore, url_text: str, cache: Path) -> Program:
     """Download a program into the cache under the SHA-256 cloudhpc computes here (never
     the one the blob's writer recorded); reuse an entry that still matches."""
     url = parse_blob_url(url_text, what="--exe")
@@ -107,7 +108,7 @@ def fetch_program(store: BlobStore, url_text: str, cache: Path) -> dict[str, str
             if entry.exists():  # a damaged entry: replaced whole
                 os.replace(entry, Path(tmp) / "old")
             os.replace(staged, entry)
-    return {"url": url_text, "sha256": sha, "path": str(target), "cached": cached}
+    return Program(url=url_text, sha256=sha, path=str(target), cached=cached)
 
 
 
@@ -130,10 +131,13 @@ def write(cdir: ClusterDir, store: BlobStore, staging: Staging, script: Path, me
     os.chown(meta, 0, gid)
     programs = [fetch_program(store, e, cdir.exe_cache) for e in staging.exe]
     for program in programs:  # the path the job sees
-        program["path"] = "/shared/" + str(Path(str(program["path"])).relative_to(cdir.shared))
-    spec = {"in": [{**s.to_dict(), "blobs": staging.blobs.get(str(s.source), [])}
-                   for s in staging.stage_in],
-            "out": [s.to_dict() for s in staging.stage_out], "exe": programs}
+        program["path"] = "/shared/" + str(Path(program["path"]).relative_to(cdir.shared))
+    spec = StagingSpec({
+        "in": [StageInItem(source=str(s.source), dest=s.dest,
+                           blobs=staging.blobs.get(str(s.source), []))
+               for s in staging.stage_in],
+        "out": [StageOutItem(source=s.source, dest=str(s.dest)) for s in staging.stage_out],
+        "exe": programs})
     _private(meta / "staging.json", json.dumps(spec, indent=1), gid)
     if who != ROOT:  # a user's job: blob tokens made at its start (cloudhpc.storage.grant)
         request = GrantRequest(

@@ -20,11 +20,11 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from cloudhpc.errors import CloudHPCError
 from cloudhpc.storage.account import BlobAccount
 from cloudhpc.storage.blob import BlobStore, _sha256
+from cloudhpc.storage.spec import PhaseStatus, Program, StagingSpec, Transfer
 from cloudhpc.storage.urls import BlobURL, local_relative, parse_blob_url
 
 META = ".cloudhpc"
@@ -34,7 +34,7 @@ def status_path(jobdir: Path) -> Path:
     return jobdir / META / "status.json"
 
 
-def _read_own_status(jobdir: Path) -> dict[str, Any]:
+def _read_own_status(jobdir: Path) -> dict[str, PhaseStatus]:
     try:
         data = json.loads(status_path(jobdir).read_text())
         return data if isinstance(data, dict) else {}
@@ -42,7 +42,7 @@ def _read_own_status(jobdir: Path) -> dict[str, Any]:
         return {}
 
 
-def _write_status(jobdir: Path, phase: str, record: dict[str, Any]) -> None:
+def _write_status(jobdir: Path, phase: str, record: PhaseStatus) -> None:
     (jobdir / META).mkdir(exist_ok=True)
     status = _read_own_status(jobdir)
     status[phase] = record
@@ -59,7 +59,7 @@ def _root_only(path: Path) -> bool:
         and not stat.S_ISLNK(st.st_mode)
 
 
-def verify_program(entry: dict[str, Any]) -> str:
+def verify_program(entry: Program) -> str:
     """The directory to put on PATH, after checking the cached program cloudhpc fetched."""
     path = Path(entry["path"])
     for part in [path, *list(path.parents)[:3]]:
@@ -72,8 +72,8 @@ def verify_program(entry: dict[str, Any]) -> str:
     return str(path.parent)
 
 
-def stage_in(store: BlobStore, jobdir: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    record: dict[str, Any] = {"state": "running", "transfers": [], "started": time.time()}
+def stage_in(store: BlobStore, jobdir: Path, spec: StagingSpec) -> PhaseStatus:
+    record = PhaseStatus(state="running", transfers=[], started=time.time())
     _write_status(jobdir, "in", record)
     try:
         for item in spec.get("in", []):
@@ -89,20 +89,21 @@ def stage_in(store: BlobStore, jobdir: Path, spec: dict[str, Any]) -> dict[str, 
                     rel = local_relative(blob[len(item["source"]) + 1:])
                     part = parse_blob_url(blob)
                     files += store.get(BlobURL(part.container, part.path), dest / rel)
-            record["transfers"].append({
-                "source": item["source"], "dest": item["dest"], "files": len(files),
-                "bytes": sum(f.stat().st_size for f in files),
-                "seconds": round(time.monotonic() - began, 3), "ok": True})
+            record["transfers"].append(Transfer(
+                source=item["source"], dest=item["dest"], files=len(files),
+                bytes=sum(f.stat().st_size for f in files),
+                seconds=round(time.monotonic() - began, 3), ok=True))
         paths = []
         for exe in spec.get("exe", []):
             paths.append(verify_program(exe))
-            record["transfers"].append({"source": exe["url"], "dest": paths[-1],
-                                        "cached": bool(exe.get("cached")), "ok": True})
+            record["transfers"].append(Transfer(source=exe["url"], dest=paths[-1],
+                                                cached=bool(exe.get("cached")), ok=True))
         (jobdir / META / "env").write_text(
             "".join(f'export PATH="{p}:$PATH"\n' for p in paths))
         record["state"] = "done"
     except CloudHPCError as exc:
-        record.update(state="failed", error=f"stage-in failed: {exc.message}")
+        record["state"] = "failed"
+        record["error"] = f"stage-in failed: {exc.message}"
     record["ended"] = time.time()
     _write_status(jobdir, "in", record)
     return record
@@ -126,25 +127,26 @@ def inside(jobdir: Path, source: Path) -> bool:
     return True
 
 
-def stage_out(store: BlobStore, jobdir: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    record: dict[str, Any] = {"state": "running", "transfers": [], "started": time.time()}
+def stage_out(store: BlobStore, jobdir: Path, spec: StagingSpec) -> PhaseStatus:
+    record = PhaseStatus(state="running", transfers=[], started=time.time())
     _write_status(jobdir, "out", record)
     failed = []
     for item in spec.get("out", []):
         source = jobdir / item["source"]
-        row: dict[str, Any] = {"source": item["source"], "dest": item["dest"]}
+        row = Transfer(source=item["source"], dest=item["dest"], ok=False)
         if not source.exists() and not source.is_symlink():
-            row.update(ok=False, error="not produced by the job")
+            row["ok"], row["error"] = False, "not produced by the job"
             failed.append(f"{item['source']} (missing)")
         elif not inside(jobdir, source):
-            row.update(ok=False, error="links outside the job's directory")
+            row["ok"], row["error"] = False, "links outside the job's directory"
             failed.append(f"{item['source']} (links outside the job's directory)")
         else:
             try:
                 entries = store.put(source, parse_blob_url(item["dest"]), create=False)
-                row.update(ok=True, files=len(entries), bytes=sum(e.size for e in entries))
+                row["ok"], row["files"] = True, len(entries)
+                row["bytes"] = sum(e.size for e in entries)
             except CloudHPCError as exc:
-                row.update(ok=False, error=exc.message)
+                row["ok"], row["error"] = False, exc.message
                 failed.append(f"{item['source']} ({exc.message})")
         record["transfers"].append(row)
     record["state"] = "failed" if failed else "done"
@@ -163,13 +165,13 @@ def main(argv: list[str]) -> int:
     if not _root_only(meta):
         print(f"cloudhpc: {meta} is not cloudhpc's; refusing to stage", file=sys.stderr)
         return 1
-    spec = json.loads((meta / "staging.json").read_text())
+    spec: StagingSpec = json.loads((meta / "staging.json").read_text())
     credential = meta / "credential.json"
     if (meta / "grant.json").exists():  # a user's job: blob tokens, no account key
         if not credential.exists():
             error = ("stage-in failed: this job's blob tokens were not made at its start "
                      "(see the cluster's logs/grant.log)")
-            _write_status(jobdir, phase, {"state": "failed", "transfers": [], "error": error})
+            _write_status(jobdir, phase, PhaseStatus(state="failed", transfers=[], error=error))
             print(f"cloudhpc: {error}", file=sys.stderr)
             return 1
         data = json.loads(credential.read_text())
@@ -178,7 +180,7 @@ def main(argv: list[str]) -> int:
         store = BlobStore(BlobAccount.load(Path(root) / "etc" / "blob.json"))
     record = stage_in(store, jobdir, spec) if phase == "in" else stage_out(store, jobdir, spec)
     if record["state"] != "done":
-        print(f"cloudhpc: {record['error']}", file=sys.stderr)
+        print(f"cloudhpc: {record.get('error', 'staging failed')}", file=sys.stderr)
         return 1
     return 0
 
