@@ -21,6 +21,7 @@ from cloudhpc.events import EventKind, EventLog
 from cloudhpc.jobs.model import Job
 from cloudhpc.jobs.request import JobRequest
 from cloudhpc.jobs.service import JobService, Submitter
+from cloudhpc.jobs.submissions import Submissions
 from cloudhpc.node import bootstrap
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import Plan, Role, make_plan
@@ -69,7 +70,8 @@ class Cluster:
         self._backend = providers.backend_for(self.template, self.plan, self.dir, self.runner)
         self.slurm = SlurmClient(self.exec_head)
         self.service = JobService(self.name, self.plan, self.dir, self.slurm, self.store,
-                                  self.events, self.exec_head_unchecked, lambda: self.storage)
+                                  self.events, self.exec_head_unchecked, lambda: self.storage,
+                                  Submissions(self.store.path, self.name))
 
     def _backend_of(self, template: Template, plan: Plan) -> Backend:
         backend = providers.backend_for(template, plan, self.dir, self.runner)

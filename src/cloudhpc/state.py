@@ -117,7 +117,8 @@ class Store:
         with self.connect() as db:
             db.execute("DELETE FROM clusters WHERE name=?", (name,))
             db.execute("DELETE FROM jobs WHERE cluster=?", (name,))
-            for table in ("tokens", "containers", "grants", "policies"):  # made by others
+            # tables of other modules
+            for table in ("tokens", "containers", "grants", "policies", "submissions"):
                 if db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (table,)).fetchone():
                     db.execute(f"DELETE FROM {table} WHERE cluster=?", (name,))
 

@@ -27,8 +27,8 @@ def _wait(cluster: Cluster, job_id: int) -> str:
 
 
 def test_memory_requests_are_scheduled(cluster: Cluster) -> None:
-    nodes = {n["name"]: n for n in cluster.slurm.nodes()}
-    assert nodes["hpc-1"]["real_memory"] == 16 * 1024  # Standard_D4s_v5, 16 GiB
+    nodes = {n.name: n for n in cluster.slurm.nodes()}
+    assert nodes["hpc-1"].memory_mib == 16 * 1024  # Standard_D4s_v5, 16 GiB
     for option in ("--mem=1G", "--mem-per-cpu=512M", "--mem=16G"):
         rc, out = _sbatch(cluster, option, "--wrap", "true")
         assert rc == 0, (option, out)

@@ -3,6 +3,7 @@ plane: what it does, and that one failing step does not stop the others."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -14,23 +15,32 @@ from cloudhpc.autoscale.decide import LOST_PREFIX
 from cloudhpc.autoscale.jobrules import Release, Submitted
 from cloudhpc.autoscale.protocol import LaunchReply, NodeReply, TerminateReply
 from cloudhpc.autoscale.reconciler import Reconciler
-from cloudhpc.events import EventKind, EventLog
+from cloudhpc.events import EventLog
+from cloudhpc.jobs.submissions import Submission
 from cloudhpc.slurm.client import Drained, PendingJob, SlurmNode
 from cloudhpc.slurm.jobcomp import FinishedJobs
 
 # -- job rules ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("submitted", "known", "resubmitted", "lost"), [
-    ([Submitted(1, ("a.sh",))], {1}, set(), []),             # Slurm has it
-    ([Submitted(1, ("a.sh",))], set(), set(), [1]),          # forgotten in the crash
-    ([Submitted(1, ("a.sh",))], set(), {1}, []),             # already resubmitted
-    ([Submitted(1, ())], set(), set(), []),                  # no request recorded
-    ([Submitted(1, ("a",)), Submitted(2, ("b",))], {2}, set(), [1]),
+def sub(name: str, job: int | None, uid: int = 1001, again: int | None = None) -> Submitted:
+    return Submitted(name, uid, job, ("--chdir=/shared/jobs/" + name, "a.sh"), again)
+
+
+@pytest.mark.parametrize(("submitted", "in_slurm", "finished", "lost"), [
+    ([sub("s1", 1)], {"s1": [(1, 1001)]}, set(), []),        # Slurm has it (by its id)
+    ([sub("s1", 1)], {"s1": [(7, 1001)]}, set(), []),        # ... whatever its job id
+    ([sub("s1", 1)], {}, set(), ["s1"]),                     # forgotten in the crash
+    ([sub("s1", 1)], {"s1": [(1, 666)]}, set(), ["s1"]),     # another user's comment
+    ([sub("s1", 1)], {}, {1}, []),                           # it ended before the crash
+    ([sub("s1", 1, again=9)], {}, {9}, []),                  # resubmitted, and ended
+    ([sub("s1", None)], {}, set(), []),                      # never accepted: client retries
+    ([Submitted("s1", 0, 1, ())], {}, set(), []),            # no request recorded
+    ([sub("s1", 1), sub("s2", 2)], {"s2": [(2, 1001)]}, set(), ["s1"]),
 ])
-def test_lost_jobs(submitted: list[Submitted], known: set[int], resubmitted: set[int],
-                   lost: list[int]) -> None:
-    assert [s.job_id for s in jobrules.lost_jobs(submitted, known, resubmitted)] == lost
+def test_lost_jobs(submitted: list[Submitted], in_slurm: dict[str, list[tuple[int, int]]],
+                   finished: set[int], lost: list[str]) -> None:
+    assert [s.sub for s in jobrules.lost_jobs(submitted, in_slurm, finished)] == lost
 
 
 @pytest.mark.parametrize(("pending", "recovering", "released"), [
@@ -81,6 +91,7 @@ class FakeSlurm:
         self.calls: list[tuple[Any, ...]] = []
         self.fail_pending = False
         self.next_id = 100
+        self.subs: dict[str, list[tuple[int, int]]] = {}
 
     def nodes(self, now: float | None = None) -> list[SlurmNode]:
         return self.node_list
@@ -113,6 +124,9 @@ class FakeSlurm:
     def take_out(self, node: str, reason: str) -> None:
         self.calls.append(("take_out", node))
 
+    def submissions(self) -> dict[str, list[tuple[int, int]]]:
+        return {k: list(v) for k, v in self.subs.items()}
+
     def sbatch(self, options: list[str], script: str) -> int:
         self.calls.append(("sbatch", *options, script))
         self.next_id += 1
@@ -136,6 +150,18 @@ class FakeControl:
         return self.state
 
 
+class FakeSubmissions:
+    def __init__(self) -> None:
+        self.rows: list[Submission] = []
+
+    def since(self, when: float) -> list[Submission]:
+        return [r for r in self.rows if r.created >= when]
+
+    def resubmitted(self, sub: str, job_id: int) -> None:
+        self.rows = [dataclasses.replace(r, resubmitted_as=job_id) if r.sub == sub else r
+                     for r in self.rows]
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1_000_000.0
@@ -154,8 +180,13 @@ def reconciler(tmp_path: Path, pid: list[str]) -> tuple[Reconciler, FakeSlurm, F
                                                          EventLog]:
     slurm, control = FakeSlurm(), FakeControl()
     events = EventLog(tmp_path / "events.jsonl")
+    subs = FakeSubmissions()
+    recorded: list[tuple[int, int]] = []
     rec = Reconciler({"hpc-1": False, "burst-1": True}, slurm, control, events,  # type: ignore[arg-type]
-                     FinishedJobs(tmp_path / "jobcomp.txt"), lambda: pid[0], Clock())
+                     FinishedJobs(tmp_path / "jobcomp.txt"), lambda: pid[0],
+                     subs, lambda old, new: recorded.append((old, new)), Clock())  # type: ignore[arg-type]
+    rec.fake_submissions = subs  # type: ignore[attr-defined]
+    rec.recorded = recorded  # type: ignore[attr-defined]
     return rec, slurm, control, events
 
 
@@ -195,19 +226,23 @@ def test_a_failing_step_does_not_stop_the_others(tmp_path: Path) -> None:
 def test_tick_resubmits_jobs_lost_in_a_controller_crash(tmp_path: Path) -> None:
     pid = ["10"]
     rec, slurm, control, events = reconciler(tmp_path, pid)
-    events.emit(EventKind.JOB_SUBMITTED, job=3,
-                argv=["--chdir=/shared/jobs/x", "/shared/jobs/x/a.sh"])
-    events.emit(EventKind.JOB_SUBMITTED, job=4,
-                argv=["/shared/jobs/y/b.sh"])
-    slurm.ids = {4}
+    now = Clock().now
+    rec.fake_submissions.rows = [  # type: ignore[attr-defined]
+        Submission("20261129-000001-aaaaaa", 1001, "t", None,
+                   ["--chdir=/shared/jobs/x", "/shared/jobs/x/a.sh"], now - 5, 3, None),
+        Submission("20261129-000002-bbbbbb", 1001, "t", None, ["/shared/jobs/y/b.sh"],
+                   now - 4, 4, None)]
+    slurm.subs = {"20261129-000002-bbbbbb": [(4, 1001)]}
     rec.tick()  # first look: the controller's pid
     assert not [c for c in slurm.calls if c[0] == "sbatch"]
-    pid[0] = "11"  # restarted, and job 3 is gone
+    pid[0] = "11"  # restarted, and the first submission is gone
     rec.tick()
     assert [c for c in slurm.calls if c[0] == "sbatch"] == [
         ("sbatch", "--chdir=/shared/jobs/x", "/shared/jobs/x/a.sh")]
     resubmitted = events.read(kinds={"job_resubmitted"})
     assert [(e["job"], e["new_job"]) for e in resubmitted] == [(3, 101)]
+    assert rec.recorded == [(3, 101)]  # type: ignore[attr-defined]
+    slurm.subs["20261129-000001-aaaaaa"] = [(101, 1001)]
     pid[0] = "12"  # another restart: not resubmitted twice
     rec.tick()
     assert len([c for c in slurm.calls if c[0] == "sbatch"]) == 1

@@ -13,7 +13,7 @@ import time
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -179,11 +179,25 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
         return Response(body, media_type="application/json")
 
     @app.post("/api/jobs", status_code=201, tags=["jobs"],
-              responses={400: {"model": Problem}, 503: {"model": Problem}})
-    async def submit(req: JobRequest, who: Who) -> Job:
+              responses={200: {"model": Job, "description": "the job an earlier request "
+                               "with the same Idempotency-Key made"},
+                         400: {"model": Problem}, 409: {"model": Problem},
+                         503: {"model": Problem}})
+    async def submit(req: JobRequest, who: Who, response: Response,
+                     idempotency_key: Annotated[str | None, Header(
+                         pattern=r"^[\x21-\x7e]{1,255}$",
+                         description="retry-safe submission: the same key from the same "
+                         "token within 24 h answers with the first job (200)")] = None,
+                     ) -> Job:
         """Submit a batch script; answered once Slurm has the job. It runs as the token's
         Unix user (created on the cluster if needed)."""
-        job: Job = await workers.call("submit", req, who.user, who.admin, who.token_id)
+        if idempotency_key is None:
+            job: Job = await workers.call("submit", req, who.user, who.admin, who.token_id)
+        else:
+            job, made = await workers.call("submit_once", req, who.user, who.admin,
+                                           who.token_id, idempotency_key)
+            if not made:
+                response.status_code = 200
         view.poke()
         return job
 

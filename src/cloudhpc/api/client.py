@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import ssl
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,23 +69,40 @@ class RemoteCluster:
 
     def __init__(self, url: str, token: str, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None, *,
-                 fingerprint: str | None = None, ca: str | Path | None = None) -> None:
+                 fingerprint: str | None = None, ca: str | Path | None = None,
+                 retry_for: float = 60.0) -> None:
         """An https URL is verified against CA (a certificate file), else the certificate
         whose SHA-256 FINGERPRINT the cluster's admin gave, else the certificate of a
         cluster of this machine with that head address, else the system's CAs."""
         self.url = url.rstrip("/")
+        self.retry_for = retry_for  # how long a submission is retried (same key)
         self.name = self.url
         verify = trust(self.url, fingerprint, ca)
         self.http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport,
                                  verify=verify,
                                  headers={"Authorization": f"Bearer {token}"})
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            res = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise RemoteError(f"cannot reach {self.url}: {exc}",
-                              hint="check the URL and that the cluster is up") from None
+    def _call(self, method: str, path: str, retry_for: float = 0.0, **kwargs: Any) -> Any:
+        """One request. With RETRY_FOR, a request that may be repeated safely (an
+        idempotent submission) is sent again while the API cannot be reached or answers
+        503 (its worker died) or 409 (the same key still in flight), backing off."""
+        deadline = time.monotonic() + retry_for
+        delay = 0.25
+        while True:
+            try:
+                res = self.http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                if time.monotonic() + delay < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 4.0)
+                    continue
+                raise RemoteError(f"cannot reach {self.url}: {exc}",
+                                  hint="check the URL and that the cluster is up") from None
+            if res.status_code in (409, 503) and time.monotonic() + delay < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 4.0)
+                continue
+            break
         if res.status_code == 401:
             raise RemoteError("the API refused the token (401)",
                               hint="create one with `cloudhpc token create --user NAME`")
@@ -115,8 +134,11 @@ class RemoteCluster:
                                 partition=partition, name=name, stage_in=stage_in or None,
                                 stage_out=stage_out or None, exe=exe or None,
                                 time_limit=time_limit)
-        job = _job(self._call("POST", "/api/jobs",
-                              json=request.model_dump(mode="json", exclude_none=True)))
+        # one key per submission: a retry after a lost answer gets the same job, not a
+        # second one
+        job = _job(self._call("POST", "/api/jobs", retry_for=self.retry_for,
+                              json=request.model_dump(mode="json", exclude_none=True),
+                              headers={"Idempotency-Key": uuid.uuid4().hex}))
         return self.wait(job.job_id, timeout) if wait else job
 
     def jobs(self, history: bool = True, state: str | None = None,

@@ -23,7 +23,7 @@ from cloudhpc.cluster import Cluster
 from cloudhpc.errors import CloudHPCError, CommandError, JobError
 from cloudhpc.jobs.model import Job
 from cloudhpc.jobs.request import JobRequest
-from cloudhpc.jobs.service import Submitter
+from cloudhpc.jobs.service import InFlight, Submitter
 
 WORKERS = 2
 
@@ -60,6 +60,11 @@ def _submit(cluster: Cluster, request: JobRequest, user: str, admin: bool, token
     return cluster.service.submit(request, Submitter(user, admin, token), describe=False)
 
 
+def _submit_once(cluster: Cluster, request: JobRequest, user: str, admin: bool, token: str,
+                 key: str) -> tuple[Job, bool]:
+    return cluster.service.submit_once(request, Submitter(user, admin, token), key)
+
+
 def _job(cluster: Cluster, job_id: int) -> Job | None:
     try:
         return cluster.job(job_id)
@@ -75,15 +80,17 @@ def _cancel(cluster: Cluster, job_id: int) -> None:
     cluster.cancel(job_id)
 
 
-CALLS: dict[str, Callable[..., Any]] = {"submit": _submit, "job": _job, "logs": _logs,
-                                        "cancel": _cancel}
+CALLS: dict[str, Callable[..., Any]] = {"submit": _submit, "submit_once": _submit_once,
+                                        "job": _job, "logs": _logs, "cancel": _cancel}
 
 
 def _run(call: str, args: tuple[Any, ...]) -> tuple[str, Any]:
     try:
         return "ok", CALLS[call](_cluster[0], *args)
     except CloudHPCError as exc:  # sent back as data: its class need not pickle
-        return "error", (exc.message, exc.hint, 503 if isinstance(exc, CommandError) else 400)
+        status = 503 if isinstance(exc, CommandError) else 409 if isinstance(exc, InFlight) \
+            else 400
+        return "error", (exc.message, exc.hint, status)
 
 
 # -- in the API process -------------------------------------------------------------------

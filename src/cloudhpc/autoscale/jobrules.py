@@ -16,10 +16,14 @@ LAUNCH_HELD = "launch failed requeued held"
 
 @dataclass(frozen=True)
 class Submitted:
-    """A job cloudhpc accepted (its job_submitted event, with the full sbatch request)."""
+    """A submission cloudhpc recorded (jobs.submissions): its id, owner, the job id Slurm
+    gave it (None: never accepted) and the full sbatch request."""
 
-    job_id: int
+    sub: str
+    uid: int
+    job_id: int | None
     argv: tuple[str, ...]
+    resubmitted_as: int | None = None
 
 
 @dataclass(frozen=True)
@@ -29,14 +33,26 @@ class Release:
     cause: str
 
 
-def lost_jobs(submitted: Iterable[Submitted], known: set[int],
-              resubmitted: set[int]) -> list[Submitted]:
-    """Jobs to submit again after slurmctld restarted: Slurm saves its state a few seconds
-    after accepting a job, so a crash in that window forgets it. A job Slurm knows (queued,
-    running or finished in its record), or already resubmitted, is left alone; an event
-    without the request (from an older version) cannot be resubmitted."""
-    return [s for s in submitted
-            if s.job_id not in known and s.job_id not in resubmitted and s.argv]
+def lost_jobs(submitted: Iterable[Submitted], in_slurm: dict[str, list[tuple[int, int]]],
+              finished: set[int]) -> list[Submitted]:
+    """Submissions to make again after slurmctld restarted: Slurm saves its state a few
+    seconds after accepting a job, so a crash in that window forgets it. A submission is
+    found by its own id, not by the job id: a job whose comment carries the id and whose
+    uid is the submission's (IN_SLURM: id -> [(job, uid)]; the comment alone is the user's
+    to change), or a job id of it (first or resubmitted) in the record of finished jobs
+    (ids never go back: cloudhpc.slurm.jobids). A submission Slurm never accepted (no job
+    id) was never reported accepted: its client retries with its Idempotency-Key."""
+    out = []
+    for s in submitted:
+        if s.job_id is None or not s.argv:
+            continue
+        if any(uid == s.uid for _, uid in in_slurm.get(s.sub, [])):
+            continue
+        if s.job_id in finished or (s.resubmitted_as is not None
+                                    and s.resubmitted_as in finished):
+            continue
+        out.append(s)
+    return out
 
 
 def jobs_to_release(pending: Sequence[PendingJob], recovering: bool) -> list[Release]:

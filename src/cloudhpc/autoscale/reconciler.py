@@ -8,6 +8,7 @@ fails is logged and the others still run.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import sys
@@ -21,16 +22,19 @@ from cloudhpc.autoscale.decide import LOST_PREFIX, Act, Action, ProviderNode, de
 from cloudhpc.autoscale.protocol import ControlClient, LaunchReply, NodeReply, TerminateReply
 from cloudhpc.events import EventKind, EventLog
 from cloudhpc.jobs.model import from_keyvalues
+from cloudhpc.jobs.submissions import Submissions
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import make_plan
 from cloudhpc.slurm.client import SlurmClient, SlurmNode, on_this_node
 from cloudhpc.slurm.conf import SlurmPaths
 from cloudhpc.slurm.jobcomp import FinishedJobs
+from cloudhpc.state import Store
 from cloudhpc.template import Template
 
 log = logging.getLogger("cloudhpc.reconciler")
 
 INTERVAL = 3.0
+LOOK_BACK = 3600.0  # submissions this recent are checked after a slurmctld restart
 COOLDOWN = 60.0
 UP_STATES = {"idle", "allocated", "mixed", "completing"}
 
@@ -54,8 +58,8 @@ def describe(node: SlurmNode | None) -> str:
 class Reconciler:
     def __init__(self, dynamic: dict[str, bool], slurm: SlurmClient, control: Control,
                  events: EventLog, finished: FinishedJobs,
-                 controller_pid: Callable[[], str | None],
-                 clock: Any = time) -> None:
+                 controller_pid: Callable[[], str | None], submissions: Submissions,
+                 record_job: Callable[[int, int], None], clock: Any = time) -> None:
         """DYNAMIC: every compute node of the plan -> whether it is a CLOUD node.
         CONTROLLER_PID: slurmctld's current pid (a change means it restarted)."""
         self.dynamic = dynamic
@@ -64,6 +68,8 @@ class Reconciler:
         self.events = events
         self.finished = finished
         self.controller_pid = controller_pid
+        self.submissions = submissions
+        self.record_job = record_job  # (old job id, new job id): cloudhpc's job record
         self.clock = clock
         self.last: dict[str, str] = {}
         self.started: set[int] = set()
@@ -82,9 +88,19 @@ class Reconciler:
             except OSError:
                 return None
 
+        db = cluster_dir.parent.parent / "state.db"  # CLOUDHPC_HOME/clusters/NAME
+        store = Store(db)
+
+        def record_job(old: int, new: int) -> None:
+            rec = store.job(cdir.root.name, old)
+            if rec is not None:
+                store.add_job(cdir.root.name, dataclasses.replace(
+                    rec, job_id=new, stdout=rec.stdout.replace(f"-{old}.out", f"-{new}.out")))
+
         return cls({n.name: n.dynamic for n in plan.compute()}, SlurmClient(on_this_node()),
                    ControlClient(str(cluster_dir)), EventLog(cdir.events),
-                   FinishedJobs(SlurmPaths(str(cdir.root)).jobcomp, from_end=True), ctld_pid)
+                   FinishedJobs(SlurmPaths(str(cdir.root)).jobcomp, from_end=True), ctld_pid,
+                   Submissions(db, cdir.root.name), record_job)
 
     # -- one tick -------------------------------------------------------------------------
     def tick(self) -> list[Action]:
@@ -151,29 +167,36 @@ class Reconciler:
 
     # -- job rules ------------------------------------------------------------------------
     def check_restart(self) -> None:
-        """After slurmctld restarts (a crash), resubmit cloudhpc jobs it lost."""
+        """After slurmctld restarts (a crash), submit again what it lost, found by
+        cloudhpc's submission ids (jobrules.lost_jobs)."""
         pid = self.controller_pid()
         before, self.ctld_pid = self.ctld_pid, pid
         if before is None or pid is None or before == pid:
             return
-        self.recovering_until = self.clock.time() + jobrules.RECOVERY_WINDOW
-        known = self._known_jobs()
-        if known is None:
+        now = self.clock.time()
+        self.recovering_until = now + jobrules.RECOVERY_WINDOW
+        in_slurm = self._in_slurm()
+        if in_slurm is None:
             return
-        submitted = [jobrules.Submitted(int(e["job"]), tuple(e.get("argv", ())))
-                     for e in self.events.read(kinds={EventKind.JOB_SUBMITTED})]
-        moved = {int(e["job"]) for e in self.events.read(kinds={EventKind.JOB_RESUBMITTED})}
-        for lost in jobrules.lost_jobs(submitted, known, moved):
+        submitted = [jobrules.Submitted(s.sub, s.uid, s.job_id, tuple(s.argv),
+                                        s.resubmitted_as)
+                     for s in self.submissions.since(now - LOOK_BACK)]
+        for lost in jobrules.lost_jobs(submitted, in_slurm, self.finished.ids()):
             new = self.slurm.sbatch(list(lost.argv[:-1]), lost.argv[-1])
+            self.submissions.resubmitted(lost.sub, new)
+            if lost.job_id is not None:
+                self.record_job(lost.job_id, new)
             self.events.emit(EventKind.JOB_RESUBMITTED, job=lost.job_id, new_job=new,
-                             cause="lost by slurmctld in a crash")
+                             sub=lost.sub, cause="lost by slurmctld in a crash")
+            log.warning("job %s (submission %s) lost by slurmctld: submitted again as %s",
+                        lost.job_id, lost.sub, new)
 
-    def _known_jobs(self, wait: float = 30.0) -> set[int] | None:
-        """Every job id Slurm knows (queue and record of finished jobs), once it answers."""
+    def _in_slurm(self, wait: float = 30.0) -> dict[str, list[tuple[int, int]]] | None:
+        """Slurm's jobs by submission id, once slurmctld answers again."""
         deadline = self.clock.monotonic() + wait
         while True:
             try:
-                return self.slurm.job_ids("all") | self.finished.ids()
+                return self.slurm.submissions()
             except Exception:  # noqa: BLE001 - slurmctld is starting again
                 if self.clock.monotonic() > deadline:
                     return None

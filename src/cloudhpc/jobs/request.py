@@ -54,6 +54,11 @@ class JobRequest(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "request"
-            raise JobError(f"job {where}: {first['msg']}",
+            field = str(first["loc"][0]) if first["loc"] else "request"
+            ctx = first.get("ctx", {})
+            msg = {"greater_than_equal": f"must be at least {ctx.get('ge')}",
+                   "less_than_equal": f"must be at most {ctx.get('le')}",
+                   "string_pattern_mismatch": "has characters it may not have "
+                   f"(allowed: {ctx.get('pattern')})"}.get(first["type"], first["msg"])
+            raise JobError(f"--{field.replace('_', '-')} {msg}",
                            hint="see `cloudhpc submit --help`") from None

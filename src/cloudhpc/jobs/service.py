@@ -24,11 +24,12 @@ from cloudhpc.jobs import staging, users
 from cloudhpc.jobs.files import Run, read_as, read_status
 from cloudhpc.jobs.model import Job, JobState, from_keyvalues, from_squeue
 from cloudhpc.jobs.request import JobRequest
+from cloudhpc.jobs.submissions import KeyInUse, Submission, Submissions
 from cloudhpc.jobs.wait import wait_until_done
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import Plan
 from cloudhpc.slurm.client import SlurmClient, parse_jobcomp
-from cloudhpc.slurm.conf import GRANT_PREFIX, SlurmPaths
+from cloudhpc.slurm.conf import COMMENT_PREFIX, GRANT_PREFIX, SlurmPaths
 from cloudhpc.slurm.jobcomp import FinishedJobs
 from cloudhpc.state import JobRecord, Store
 from cloudhpc.storage.access import ROOT, ContainerAccess, Who
@@ -48,10 +49,15 @@ class Submitter:
 ROOT_SUBMITTER = Submitter()
 
 
+class InFlight(JobError):
+    """An earlier request with the same Idempotency-Key may still reach Slurm."""
+IN_FLIGHT = 120.0  # a submission not in Slurm after this long never reached it
+
+
 class JobService:
     def __init__(self, cluster: str, plan: Plan, layout: ClusterDir, slurm: SlurmClient,
                  store: Store, events: EventLog, run_on_head: Run,
-                 blobs: Callable[[], BlobStore]) -> None:
+                 blobs: Callable[[], BlobStore], submissions: Submissions) -> None:
         """RUN_ON_HEAD runs argv on the head node and returns failures (reading a user's
         files as that user); BLOBS opens the blob store (only when a job stages data)."""
         self.cluster = cluster
@@ -62,6 +68,7 @@ class JobService:
         self.events = events
         self.run_on_head = run_on_head
         self.blobs = blobs
+        self.submissions = submissions
         self.finished = FinishedJobs(SlurmPaths(str(layout.root)).jobcomp)
 
     # -- submit ---------------------------------------------------------------------------
@@ -82,6 +89,56 @@ class JobService:
         """Submit REQUEST; a USER's job runs as that Unix user, in a directory of its own
         (0700) and with its home. Without DESCRIBE the job is returned as submitted,
         without asking Slurm again (the API's path)."""
+        return self._submit(request, by, describe, None)
+
+    def submit_once(self, request: JobRequest, by: Submitter, key: str) -> tuple[Job, bool]:
+        """Submit with an idempotency KEY (the API's Idempotency-Key header): the same key
+        from the same token within 24 h gives the job of the first submission. Returns the
+        job and whether it was made now (False: a replay)."""
+        for _ in range(2):
+            existing = self.submissions.by_key(by.token, key)
+            if existing is not None:
+                job = self._replay(existing)
+                if job is not None:
+                    return job, False
+                continue  # the earlier attempt never reached Slurm: forgotten, try anew
+            try:
+                return self._submit(request, by, False, key), True
+            except KeyInUse as exc:  # a concurrent request with the same key won the race
+                job = self._replay(exc.existing)
+                if job is not None:
+                    return job, False
+        raise InFlight(f"a submission with Idempotency-Key {key!r} is still in flight",
+                       hint="retry in a few seconds with the same key")
+
+    def _replay(self, sub: Submission) -> Job | None:
+        """The job of an earlier submission with the same key; None if that submission
+        never reached Slurm (then it is forgotten). Raises JobError while it may still."""
+        job_id = sub.job_id
+        if job_id is None:  # its process died between sbatch and the record: ask Slurm
+            found = [j for j, uid in self.slurm.submissions().get(sub.sub, []) if uid == sub.uid]
+            if found:
+                job_id = min(found)
+                self.submissions.accepted(sub.sub, job_id)
+            elif time.time() - sub.created > IN_FLIGHT:
+                self.submissions.forget(sub.sub)
+                return None
+            else:
+                raise InFlight("a submission with this Idempotency-Key is still in flight",
+                               hint="retry in a few seconds with the same key")
+        return self._as_submitted(job_id, sub)
+
+    def _as_submitted(self, job_id: int, sub: Submission) -> Job:
+        record = self.store.job(self.cluster, job_id)
+        try:
+            return self.get(job_id)
+        except JobError:
+            return Job(job_id, "", JobState.UNKNOWN, "", "", "", 0, 0, "", sub.created, 0.0,
+                       0.0, 0, record.stdout if record else "",
+                       record.workdir if record else "", uid=sub.uid)
+
+    def _submit(self, request: JobRequest, by: Submitter, describe: bool,
+                key: str | None) -> Job:
         self._check(request)
         account = users.ensure_user(by.user, self.layout.homes) if by.user else None
         who = Who(by.user, by.admin) if by.user else ROOT
@@ -103,14 +160,18 @@ class JobService:
         os.chown(host_dir, uid, gid)
         batch = f"{workdir}/{script_name}"
         meta = self.layout.jobs_meta / sub
+
+        def undo() -> None:
+            shutil.rmtree(host_dir, ignore_errors=True)
+            shutil.rmtree(meta, ignore_errors=True)
+
         try:
             if transfers:
                 wrapper = staging.write(self.layout, self.blobs(), transfers, script, meta,
                                         workdir, uid, gid, who, by.token, request.time_limit)
                 batch = f"/shared/{wrapper.relative_to(self.layout.shared)}"
         except BaseException:
-            shutil.rmtree(host_dir, ignore_errors=True)
-            shutil.rmtree(meta, ignore_errors=True)
+            undo()
             raise
         stdout = f"{workdir}/slurm-%j.out"
         options = [f"--chdir={workdir}", f"--output={stdout}", f"--job-name={request.name}"]
@@ -119,29 +180,35 @@ class JobService:
                             ("partition", request.partition), ("time", request.time_limit)):
             if value:
                 options.append(f"--{flag}={value}")
-        if transfers and who != ROOT:  # its blob tokens are made when it starts
-            options.append(f"--comment={GRANT_PREFIX}{sub}")
+        # cloudhpc's submission id goes into Slurm with the job (a user's staged job: the
+        # prefix that makes slurmctld's prolog create its blob tokens at its start)
+        staged_user = bool(transfers) and who != ROOT
+        options.append(f"--comment={GRANT_PREFIX if staged_user else COMMENT_PREFIX}{sub}")
         if account is not None:
             home = f"{users.HOME}/{account.pw_name}"
             options += [f"--uid={account.pw_uid}", f"--gid={account.pw_gid}",
                         f"--export=ALL,HOME={home},USER={account.pw_name},"
                         f"LOGNAME={account.pw_name}"]
+        try:  # durable before sbatch: the reconciler recovers a lost job by its sub
+            self.submissions.record(sub, uid, by.token, key, [*options, batch])
+        except BaseException:
+            undo()
+            raise
         try:
             job_id = self.slurm.sbatch(options, batch)
         except CommandError as exc:
-            shutil.rmtree(host_dir, ignore_errors=True)
-            shutil.rmtree(meta, ignore_errors=True)
+            self.submissions.forget(sub)
+            undo()
             msg = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else str(exc)
             raise JobError(f"Slurm refused the job: {msg}",
                            hint="check the node and task counts against `cloudhpc status`"
                            ) from None
+        self.submissions.accepted(sub, job_id)
         out_path = stdout.replace("%j", str(job_id))
         self.store.add_job(self.cluster, JobRecord(job_id, script_name, workdir, out_path,
                                                    time.time(), uid, by.token))
-        # the full request, so that the reconciler can resubmit a job slurmctld lost
-        self.events.emit(EventKind.JOB_SUBMITTED, job=job_id, script=script_name,
-                         partition=request.partition or "", nodes=request.nodes or 1,
-                         argv=[*options, batch])
+        self.events.emit(EventKind.JOB_SUBMITTED, job=job_id, sub=sub, script=script_name,
+                         partition=request.partition or "", nodes=request.nodes or 1)
         if not describe:
             default = next(p.name for p in self.plan.partitions if p.default)
             return Job(job_id, request.name, JobState.PENDING, "",
@@ -214,6 +281,13 @@ class JobService:
     def _get(self, job_id: int) -> Job:
         record = self.store.job(self.cluster, job_id)
         row = self.slurm.job(job_id)
+        if row is not None and record is not None and \
+                row.get("current_working_directory") not in ("", record.workdir):
+            # never one job's data under another's id (ids do not go back after a crash:
+            # cloudhpc.slurm.jobids; this guards what came before)
+            raise JobError(f"job id {job_id} was given to two jobs by Slurm",
+                           hint="see `cloudhpc jobs`; this job's directory is "
+                           f"{record.workdir}")
         if row is not None:
             job = from_squeue(row)
             if record is not None:  # cloudhpc's own record of its paths and owner
@@ -232,19 +306,17 @@ class JobService:
                     return dataclasses.replace(job, stdout=record.stdout,
                                                workdir=record.workdir, uid=record.uid)
                 return job
-        events = self.events.read(kinds={EventKind.JOB_RESUBMITTED, EventKind.JOB_SUBMITTED})
-        for event in events:
-            if event["kind"] == EventKind.JOB_RESUBMITTED and event["job"] == job_id \
-                    and event["new_job"] != job_id:
-                return self._get(event["new_job"])
-        for event in events:
-            if event["kind"] == EventKind.JOB_SUBMITTED and event["job"] == job_id:
-                # accepted by us, unknown to Slurm: lost in a slurmctld crash, about to be
-                # resubmitted by the reconciler
-                return Job(job_id, event.get("script", ""), JobState.UNKNOWN,
-                           "slurmctld lost this job in a crash; it is being resubmitted",
-                           event.get("partition", ""), "", 0, 0, "", event["time"], 0, 0, 0,
-                           "", "", uid=record.uid if record else -1)
+        sub = self.submissions.by_job(job_id)
+        if sub is not None and sub.resubmitted_as not in (None, job_id):
+            assert sub.resubmitted_as is not None
+            return self._get(sub.resubmitted_as)  # lost in a crash, submitted again
+        if sub is not None:
+            # accepted by us, unknown to Slurm: lost in a slurmctld crash, about to be
+            # submitted again by the reconciler
+            return Job(job_id, record.script.removesuffix(".sh") if record else "",
+                       JobState.UNKNOWN,
+                       "slurmctld lost this job in a crash; it is being resubmitted",
+                       "", "", 0, 0, "", sub.created, 0, 0, 0, "", "", uid=sub.uid)
         raise JobError(f"no job {job_id} in cluster '{self.cluster}'",
                        hint="see `cloudhpc jobs`")
 

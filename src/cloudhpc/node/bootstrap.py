@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import sys
 from pathlib import Path
 
@@ -103,6 +104,13 @@ def _provider(cdir: ClusterDir) -> str:
         return "local"
 
 
+def slurmctld_argv(cdir: ClusterDir) -> list[str]:
+    """slurmctld, after FirstJobId is set above every id this cluster has issued (ids never
+    go back after a crash: cloudhpc.slurm.jobids)."""
+    first = shlex.join([sys.executable, "-m", "cloudhpc.slurm.jobids", str(cdir.root)])
+    return ["/bin/sh", "-c", f"{first}; exec slurmctld -D -i"]
+
+
 def daemons(node: NodeSpec, cdir: ClusterDir) -> list[DaemonSpec]:
     ndir = cdir.node(node.name)
     munged: DaemonSpec = {
@@ -114,7 +122,7 @@ def daemons(node: NodeSpec, cdir: ClusterDir) -> list[DaemonSpec]:
     }
     if node.role is Role.HEAD:
         head: list[DaemonSpec] = [
-            munged, {"name": "slurmctld", "argv": ["slurmctld", "-D", "-i"]},
+            munged, {"name": "slurmctld", "argv": slurmctld_argv(cdir)},
             {"name": "reconciler", "argv": [sys.executable, "-m",
                                             "cloudhpc.autoscale.reconciler", str(cdir.root)]},
             {"name": "api", "argv": [sys.executable, "-m", "cloudhpc.api.server",

@@ -43,6 +43,7 @@ class SlurmNode:
     reason: str = ""
     reason_age: float = 0.0  # seconds since the reason was set
     cpus: int = 0
+    memory_mib: int = 0  # RealMemory
 
     @property
     def status(self) -> str:
@@ -161,6 +162,28 @@ def parse_queue(data: bytes, fields: Fields = QUEUE_FIELDS) -> list[dict[str, An
             if row is not None]
 
 
+# cloudhpc's submission id, carried into Slurm as the job's comment (GRANT_PREFIX for a
+# user's staged job, whose blob tokens the prolog makes)
+SUB_ID = r"\d{8}-\d{6}-[0-9a-f]{6}"
+COMMENT = re.compile(rf"cloudhpc(?:-stage)?:({SUB_ID})")
+COMMENT_FIELDS: Fields = [("JobID", "job_id", 0), ("UserId", "user_id", 0),
+                          ("Comment", "comment", 64)]
+COMMENT_FORMAT = _format(COMMENT_FIELDS)
+
+
+def parse_comments(data: bytes) -> dict[str, list[tuple[int, int]]]:
+    """cloudhpc submission id -> [(job id, uid)] of the jobs whose comment names it. The
+    comment is the user's to change: callers match the uid too."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for record in split_records(data, COMMENT_FIELDS):
+        job, _, rest = record.partition(SEP)
+        uid, _, comment = rest.partition(SEP)
+        m = COMMENT.fullmatch(comment.decode(errors="replace").strip())
+        if m and job.isdigit() and uid.isdigit():
+            out.setdefault(m.group(1), []).append((int(job), int(uid)))
+    return out
+
+
 JOBCOMP_HEAD = re.compile(r"JobId=(\d+) UserId=[^()\n]*\((\d+)\) GroupId=")
 
 
@@ -210,7 +233,8 @@ class SlurmClient:
             out.append(SlurmNode(raw["name"], str(raw.get("state", "unknown")).lower(),
                                  frozenset(raw.get("state_flags", [])),
                                  raw.get("reason", "") or "",
-                                 now - changed if changed else 0.0, int(raw.get("cpus", 0))))
+                                 now - changed if changed else 0.0, int(raw.get("cpus", 0)),
+                                 int(raw.get("real_memory", 0))))
         return out
 
     def update_node(self, node: str, *settings: str) -> bool:
@@ -257,6 +281,11 @@ class SlurmClient:
                 out.append(PendingJob(int(job), reason,
                                       int(restarts) if restarts.isdigit() else 0))
         return out
+
+    def submissions(self) -> dict[str, list[tuple[int, int]]]:
+        """Every job Slurm knows that carries a cloudhpc submission id (parse_comments)."""
+        out = self.exec_head(["squeue", "--noheader", "--states=all", "-O", COMMENT_FORMAT])
+        return parse_comments(out.stdout.encode("utf-8", "surrogateescape"))
 
     def start_now(self, job_id: int) -> None:
         """Skip a requeued job's begin-time delay."""

@@ -96,6 +96,9 @@ ReturnToService=2
 SlurmdTimeout=30
 MessageTimeout=10
 MinJobAge=300
+# every node reads this one shared file; FirstJobId is raised in it before each start of
+# slurmctld (cloudhpc.slurm.jobids), which would otherwise log a hash mismatch per node
+DebugFlags=NO_CONF_HASH
 MaxJobCount=100000
 KillWait=5
 InactiveLimit=0
@@ -206,6 +209,7 @@ done
 
 
 GRANT_PREFIX = "cloudhpc-stage:"
+COMMENT_PREFIX = "cloudhpc:"  # every other cloudhpc job: its submission id
 
 
 # Slurm's Prolog on Azure clusters, as root on each of a job's nodes before it starts: the

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from cloudhpc.providers.local.network import NETNS_DIR, Network, netns_name
 from cloudhpc.runner import Runner
 
 BOOT_TIMEOUT = 20.0
+KEEP_PREVIOUS = 5  # old lives of a node whose logs are kept
 
 
 class LocalBackend:
@@ -80,8 +82,7 @@ class LocalBackend:
         self.net.attach(self.plan, todo)
         for node in todo:
             ndir = self.cdir.node(node.name)
-            for stale in ("ready", "supervisor.pid"):
-                (ndir / "run" / stale).unlink(missing_ok=True)
+            self._fresh(node)
             spec = bootstrap.write_node_spec(node, self.cdir)
             processes.start_supervisor(self.runner, netns_name(self.plan, node.name),
                                        bootstrap.supervisor_argv(spec),
@@ -92,6 +93,31 @@ class LocalBackend:
             self.terminate([n for e in errors for n in e.nodes])
         self._errors += errors
         return errors
+
+    def _fresh(self, node: NodeSpec) -> None:
+        """A node made again is a new machine, as a new VM is: a new slurmd spool (the old
+        one's job scripts made slurmd purge a relaunched job as 'vestigial'), /scratch, /tmp,
+        munge and run directories. Its old logs are kept aside for diagnosis in
+        logs/previous/NODE-TIME/ (the last KEEP_PREVIOUS of each node)."""
+        ndir = self.cdir.node(node.name)
+        if not ndir.exists():
+            return
+        spool = self.cdir.root / "slurm" / "spool" / node.name
+        logs = [p for p in (ndir / "logs").glob("*") if p.is_file()]
+        slurmd_log = self.cdir.logs / f"slurmd-{node.name}.log"
+        if logs or slurmd_log.exists():
+            stamp = time.strftime("%Y%m%dT%H%M%S") + f".{time.time_ns() % 10**9:09d}"
+            aside = self.cdir.logs / "previous" / f"{node.name}-{stamp}"
+            aside.mkdir(parents=True, exist_ok=True)
+            for path in logs:
+                os.replace(path, aside / path.name)
+            if slurmd_log.exists():
+                os.replace(slurmd_log, aside / slurmd_log.name)
+            kept = sorted((self.cdir.logs / "previous").glob(f"{node.name}-*"))
+            for old in kept[:-KEEP_PREVIOUS]:
+                shutil.rmtree(old, ignore_errors=True)
+        for path in (spool, ndir / "scratch", ndir / "tmp", ndir / "munge", ndir / "run"):
+            shutil.rmtree(path, ignore_errors=True)
 
     def _wait_ready(self, nodes: list[NodeSpec]) -> list[ProviderError]:
         deadline = time.monotonic() + self.boot_timeout
