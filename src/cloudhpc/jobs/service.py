@@ -20,7 +20,7 @@ import hostlist
 from cloudhpc.cost import job_cost
 from cloudhpc.errors import CommandError, JobError
 from cloudhpc.events import EventKind, EventLog
-from cloudhpc.jobs import staging, users
+from cloudhpc.jobs import staging, users, wrapper
 from cloudhpc.jobs.files import Run, read_as, read_status
 from cloudhpc.jobs.model import Job, JobState, from_keyvalues, from_squeue
 from cloudhpc.jobs.request import JobRequest
@@ -158,23 +158,29 @@ class JobService:
             fh.write(request.script)
         os.chown(script, uid, gid)
         os.chown(host_dir, uid, gid)
-        batch = f"{workdir}/{script_name}"
         meta = self.layout.jobs_meta / sub
 
         def undo() -> None:
             shutil.rmtree(host_dir, ignore_errors=True)
             shutil.rmtree(meta, ignore_errors=True)
 
-        try:
+        try:  # cloudhpc's record of the job: root's, readable by the job's group
+            meta.mkdir(mode=0o750)
+            os.chown(meta, 0, gid)
+            stage = None
             if transfers:
-                wrapper = staging.write(self.layout, self.blobs(), transfers, script, meta,
-                                        workdir, uid, gid, who, by.token, request.time_limit)
-                batch = f"/shared/{wrapper.relative_to(self.layout.shared)}"
+                stage = staging.write(self.layout, self.blobs(), transfers, meta, uid, gid,
+                                      who, by.token, request.time_limit)
+            path = wrapper.write(meta, wrapper.render(script_name, request.script, workdir,
+                                                      stage), gid)
+            batch = f"/shared/{path.relative_to(self.layout.shared)}"
         except BaseException:
             undo()
             raise
         stdout = f"{workdir}/slurm-%j.out"
-        options = [f"--chdir={workdir}", f"--output={stdout}", f"--job-name={request.name}"]
+        # append: a launch after a crash must not wipe the output of the job's run
+        options = [f"--chdir={workdir}", f"--output={stdout}", "--open-mode=append",
+                   f"--job-name={request.name}"]
         for flag, value in (("nodes", request.nodes), ("ntasks-per-node",
                                                         request.ntasks_per_node),
                             ("partition", request.partition), ("time", request.time_limit)):

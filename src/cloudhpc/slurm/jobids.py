@@ -19,10 +19,8 @@ import sys
 from pathlib import Path
 
 # slurmctld's own lines for a job it accepted (batch, and salloc/srun allocations)
-ACCEPTED = re.compile(rb"^\[[^\]]*\] (?:sched: )?_slurm_rpc_(?:submit_batch_job|"
-                      rb"allocate_resources)(?::| JobId=)[ :]*JobId=(\d+)|"
-                      rb"^\[[^\]]*\] (?:sched: )?_slurm_rpc_(?:submit_batch_job|"
-                      rb"allocate_resources) JobId=(\d+)", re.M)
+ACCEPTED = re.compile(rb"^\[[^\]\n]*\] (?:sched: )?_slurm_rpc_(?:submit_batch_job|"
+                      rb"allocate_resources):? JobId=(\d+) ", re.M)
 LINE = re.compile(rb"^FirstJobId=\d+\n", re.M)
 MAX_JOB_ID = 0x03ff0000  # Slurm's default MaxJobId
 
@@ -32,7 +30,7 @@ def _from_log(path: Path) -> int:
         data = path.read_bytes()
     except OSError:
         return 0
-    ids = [int(a or b) for a, b in ACCEPTED.findall(data)]
+    ids = [int(a) for a in ACCEPTED.findall(data)]
     return max(ids, default=0)
 
 

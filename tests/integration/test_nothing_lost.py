@@ -1,0 +1,169 @@
+"""Issue 12: an accepted job runs once, under its own id, whatever crashes. Each test is an
+attack on that promise with real faults: a static node killed mid-job, slurmctld killed
+while jobs arrive, the API killed during concurrent submissions and the clients retrying."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cloudhpc.api.tokens import TokenStore
+from cloudhpc.cluster import Cluster
+from cloudhpc.errors import CloudHPCError
+from cloudhpc.jobs.model import JobState
+from tests.conftest import template
+
+USER = "cht-idem"
+
+
+@pytest.fixture(scope="module")
+def lost(home: Path) -> Iterator[Cluster]:
+    c = Cluster.up(template("t-lost", "198.19.21.0/24", count=2))
+    try:
+        yield c
+    finally:
+        c.down()
+        subprocess.run(["userdel", USER], capture_output=True)
+
+
+def marked_script(tmp_path: Path, marker: str, seconds: float = 0.5) -> Path:
+    """A job that says who it is and counts its starts and ends in its own directory."""
+    path = tmp_path / f"{marker}.sh"
+    path.write_text(f"#!/bin/bash\necho start >> runs.txt\necho {marker}\nsleep {seconds}\n"
+                    "echo end >> runs.txt\n")
+    return path
+
+
+def runs(c: Cluster, workdir: str) -> list[str]:
+    host = c.dir.host_path(workdir)
+    assert host is not None
+    try:
+        return (host / "runs.txt").read_text().split()
+    except FileNotFoundError:
+        return []
+
+
+def wait_running(c: Cluster, job_id: int, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = c.job(job_id)
+        if job.state is JobState.RUNNING and job.nodes:
+            return job.nodes
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not start")
+
+
+def test_static_node_killed_mid_job_reruns_it_on_a_fresh_node(lost: Cluster,
+                                                               tmp_path: Path) -> None:
+    job = lost.submit(marked_script(tmp_path, "mid-job", seconds=6), nodes=1)
+    node = wait_running(lost, job.job_id)
+    time.sleep(1)
+    lost.kill_node(node)
+    done = lost.wait(job.job_id, timeout=180)
+    assert done.state is JobState.COMPLETED, (done.state, done.reason)
+    assert runs(lost, done.workdir).count("end") == 1
+    assert "mid-job" in lost.logs(job.job_id)
+    # the new node is a fresh machine: its old logs kept aside, no spool of the old one
+    previous = list((lost.dir.logs / "previous").glob(f"{node}-*"))
+    assert previous, "the replaced node's logs were not kept"
+    log = (lost.dir.logs / f"slurmd-{node}.log").read_text()
+    assert "vestigial" not in log
+
+
+def test_slurmctld_killed_while_jobs_arrive(lost: Cluster, tmp_path: Path) -> None:
+    accepted: dict[str, int] = {}
+    for i in range(5):
+        marker = f"first-{i}-{uuid.uuid4().hex[:6]}"
+        accepted[marker] = lost.submit(marked_script(tmp_path, marker), nodes=1).job_id
+    lost.kill_daemon("head", "slurmctld")
+    refused = 0
+    for i in range(6):
+        marker = f"later-{i}-{uuid.uuid4().hex[:6]}"
+        try:
+            accepted[marker] = lost.submit(marked_script(tmp_path, marker), nodes=1).job_id
+        except CloudHPCError:
+            refused += 1  # not accepted: the caller was told
+        time.sleep(0.66)
+    assert len(set(accepted.values())) == len(accepted), f"an id was issued twice: {accepted}"
+    for marker, job_id in accepted.items():
+        done = lost.wait(job_id, timeout=240)
+        assert done.state is JobState.COMPLETED, (marker, job_id, done.state, done.reason)
+        output = lost.logs(job_id)
+        assert marker in output, f"job {job_id} shows another job's output: {output!r}"
+        assert not [m for m in accepted if m != marker and m in output]
+        assert runs(lost, done.workdir).count("end") == 1, (marker, runs(lost, done.workdir))
+    assert len(accepted) >= 5 + 6 - refused
+
+
+def _api(lost: Cluster) -> dict[str, Any]:
+    store = TokenStore(lost.store.path)
+    return {"url": lost.api_url, "cert": str(lost.dir.api_cert),
+            "a": store.create(lost.name, USER)[1], "b": store.create(lost.name, USER)[1]}
+
+
+def _post(api: dict[str, Any], token: str, key: str, marker: str,
+          timeout: float = 30) -> httpx.Response:
+    body = {"script": f"#!/bin/bash\necho start >> runs.txt\necho {marker}\n"
+                      "echo end >> runs.txt\n", "name": "idem"}
+    return httpx.post(api["url"] + "/api/jobs", json=body, timeout=timeout,
+                      verify=api["cert"], headers={"Authorization": f"Bearer {token}",
+                                                   "Idempotency-Key": key})
+
+
+def test_idempotency_key_returns_the_first_job(lost: Cluster) -> None:
+    api = _api(lost)
+    first = _post(api, api["a"], "key-1", "idem-one")
+    assert first.status_code == 201, first.text
+    again = _post(api, api["a"], "key-1", "idem-one")
+    assert again.status_code == 200 and again.json()["job_id"] == first.json()["job_id"]
+    other = _post(api, api["b"], "key-1", "idem-other")  # keys belong to a token
+    assert other.status_code == 201 and other.json()["job_id"] != first.json()["job_id"]
+    bad = httpx.post(api["url"] + "/api/jobs", json={"script": "#!/bin/sh\n"},
+                     verify=api["cert"], headers={"Authorization": f"Bearer {api['a']}",
+                                                  "Idempotency-Key": "bad key\u00e9"})
+    assert bad.status_code == 422
+
+
+def test_api_killed_during_concurrent_submissions_and_clients_retry(lost: Cluster) -> None:
+    """15 clients submit at once; the API is killed in the middle. Each client retries with
+    its key until it has an answer: every submission runs exactly once."""
+    api = _api(lost)
+    markers = {f"k{i}-{uuid.uuid4().hex[:8]}": f"conc-{i}-{uuid.uuid4().hex[:6]}"
+               for i in range(15)}
+
+    def submit(key: str) -> int:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                res = _post(api, api["a"], key, markers[key], timeout=20)
+                if res.status_code in (200, 201):
+                    return int(res.json()["job_id"])
+                assert res.status_code in (409, 503), res.text
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"no answer for {key}"
+            time.sleep(0.5)
+
+    with concurrent.futures.ThreadPoolExecutor(15) as pool:
+        futures = {key: pool.submit(submit, key) for key in markers}
+        time.sleep(0.4)
+        lost.kill_daemon("head", "api")
+        ids = {key: f.result() for key, f in futures.items()}
+    assert len(set(ids.values())) == 15
+    # exactly one Slurm job per submission, found by its output
+    for key, job_id in ids.items():
+        done = lost.wait(job_id, timeout=180)
+        assert done.state is JobState.COMPLETED
+        assert markers[key] in lost.logs(job_id)
+    jobdirs = lost.dir.shared / "jobs"
+    for marker in markers.values():
+        ran = [p for p in jobdirs.glob("*/slurm-*.out") if marker in p.read_text()]
+        assert len(ran) == 1, f"{marker} ran {len(ran)} times: {ran}"
