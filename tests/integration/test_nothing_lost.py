@@ -63,8 +63,10 @@ def wait_running(c: Cluster, job_id: int, timeout: float = 60) -> str:
 
 def test_static_node_killed_mid_job_reruns_it_on_a_fresh_node(lost: Cluster,
                                                                tmp_path: Path) -> None:
-    job = lost.submit(marked_script(tmp_path, "mid-job", seconds=6), nodes=1)
-    node = wait_running(lost, job.job_id)
+    # both nodes: the job must run again on the replaced one
+    job = lost.submit(marked_script(tmp_path, "mid-job", seconds=6), nodes=2)
+    assert wait_running(lost, job.job_id) == "hpc-[1-2]"
+    node = "hpc-1"
     time.sleep(1)
     lost.kill_node(node)
     done = lost.wait(job.job_id, timeout=180)

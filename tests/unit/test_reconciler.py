@@ -206,9 +206,15 @@ def test_tick_replaces_a_lost_static_node(tmp_path: Path) -> None:
     assert control.calls == [("terminate", "hpc-1"), ("launch", "hpc-1")]
     assert ("update", "hpc-1", "state=down",
             f"reason={LOST_PREFIX}: slurmd is not running") in slurm.calls
-    assert ("start_now", 7) in slurm.calls and ("update", "hpc-1", "state=resume") in \
-        slurm.calls
+    assert ("start_now", 7) in slurm.calls
+    # the new node takes no job until slurmctld's retries to the lost one are through
+    assert ("update", "hpc-1", "state=drain", "reason=cloudhpc: replaced node settling") in \
+        slurm.calls and ("update", "hpc-1", "state=resume") not in slurm.calls
     assert kinds(events) == ["node_replaced"]
+    rec.clock.now += 10  # type: ignore[attr-defined]
+    control.state["hpc-1"] = NodeReply(state="running", nodeset="hpc", detail="", age=1.0)
+    rec.tick()
+    assert slurm.calls[-1] == ("update", "hpc-1", "state=resume")
 
 
 def test_a_failing_step_does_not_stop_the_others(tmp_path: Path) -> None:

@@ -35,6 +35,8 @@ log = logging.getLogger("cloudhpc.reconciler")
 
 INTERVAL = 3.0
 LOOK_BACK = 3600.0  # submissions this recent are checked after a slurmctld restart
+SETTLE = 6.0  # seconds a replaced node takes no job (see act)
+SETTLING = "cloudhpc: replaced node settling"
 COOLDOWN = 60.0
 UP_STATES = {"idle", "allocated", "mixed", "completing"}
 
@@ -75,6 +77,7 @@ class Reconciler:
         self.started: set[int] = set()
         self.ctld_pid: str | None = None
         self.recovering_until = 0.0
+        self.settling: dict[str, float] = {}  # replaced node -> when it may take jobs
 
     @classmethod
     def on_head(cls, cluster_dir: Path) -> Reconciler:
@@ -107,6 +110,7 @@ class Reconciler:
         """Every step, each isolated; returns the node actions taken."""
         actions: list[Action] = []
         for name, step in (("check restart", self.check_restart),
+                           ("resume settled nodes", self.resume_settled),
                            ("release requeued jobs", self.release_requeued),
                            ("reflect jobs", self.reflect_jobs)):
             self._step(name, step)
@@ -202,6 +206,13 @@ class Reconciler:
                     return None
                 self.clock.sleep(0.2)
 
+    def resume_settled(self) -> None:
+        now = self.clock.time()
+        for node, until in list(self.settling.items()):
+            if now >= until:
+                self.slurm.update_node(node, "state=resume")
+                del self.settling[node]
+
     def release_requeued(self) -> None:
         recovering = self.clock.time() < self.recovering_until
         if recovering:
@@ -221,12 +232,17 @@ class Reconciler:
             jobs = self.slurm.jobs_on(node)
             self.slurm.update_node(node, "state=down",
                                    f"reason={LOST_PREFIX}: {action.why[:80]}")
-            for job in jobs:
+            for job in jobs:  # requeued: they may run on other nodes at once
                 self.slurm.start_now(job)
+            # The new node answers at the old one's address: slurmctld's retries of the
+            # kill it sent the lost node's jobs would reach it and kill such a job relaunched
+            # there (measured: 0.9 s after the new slurmd started). It takes no job until
+            # those are through.
+            self.slurm.update_node(node, "state=drain", f"reason={SETTLING}")
             self.control.terminate(node)
             result = self.control.launch(node)
             if node in result.get("launched", []):
-                self.slurm.update_node(node, "state=resume")
+                self.settling[node] = self.clock.time() + SETTLE
                 self.events.emit(EventKind.NODE_REPLACED, node=node, cause=action.why)
         elif action.act is Act.FAIL_DYNAMIC:
             self.slurm.take_out(node, f"{LOST_PREFIX}: {action.why[:80]}")
