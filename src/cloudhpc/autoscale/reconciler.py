@@ -61,7 +61,10 @@ class Reconciler:
     def __init__(self, dynamic: dict[str, bool], slurm: SlurmClient, control: Control,
                  events: EventLog, finished: FinishedJobs,
                  controller_pid: Callable[[], str | None], submissions: Submissions,
-                 record_job: Callable[[int, int], None], clock: Any = time) -> None:
+                 record_job: Callable[[int, int], None], clock: Any = time,
+                 seen: Path | None = None) -> None:
+        """SEEN: where the slurmctld this reconciler last saw is kept, so that a restart
+        of slurmctld while the reconciler itself was down is still noticed."""
         """DYNAMIC: every compute node of the plan -> whether it is a CLOUD node.
         CONTROLLER_PID: slurmctld's current pid (a change means it restarted)."""
         self.dynamic = dynamic
@@ -75,7 +78,13 @@ class Reconciler:
         self.clock = clock
         self.last: dict[str, str] = {}
         self.started: set[int] = set()
+        self.seen = seen
         self.ctld_pid: str | None = None
+        if seen is not None:
+            try:
+                self.ctld_pid = seen.read_text().strip() or None
+            except OSError:
+                self.ctld_pid = None
         self.recovering_until = 0.0
         self.settling: dict[str, float] = {}  # replaced node -> when it may take jobs
 
@@ -86,9 +95,12 @@ class Reconciler:
         pidfile = cdir.node("head") / "run" / "slurmctld.pid"
 
         def ctld_pid() -> str | None:
+            """slurmctld's pid and start time (a pid alone may be reused)."""
             try:
-                return pidfile.read_text().strip()
-            except OSError:
+                pid = pidfile.read_text().strip()
+                with open(f"/proc/{pid}/stat") as fh:
+                    return f"{pid}:{fh.read().rsplit(')', 1)[1].split()[19]}"
+            except (OSError, IndexError):
                 return None
 
         db = cluster_dir.parent.parent / "state.db"  # CLOUDHPC_HOME/clusters/NAME
@@ -103,7 +115,8 @@ class Reconciler:
         return cls({n.name: n.dynamic for n in plan.compute()}, SlurmClient(on_this_node()),
                    ControlClient(str(cluster_dir)), EventLog(cdir.events),
                    FinishedJobs(SlurmPaths(str(cdir.root)).jobcomp, from_end=True), ctld_pid,
-                   Submissions(db, cdir.root.name), record_job)
+                   Submissions(db, cdir.root.name), record_job,
+                   seen=cdir.node("head") / "run" / "reconciler-seen-slurmctld")
 
     # -- one tick -------------------------------------------------------------------------
     def tick(self) -> list[Action]:
@@ -174,14 +187,16 @@ class Reconciler:
         """After slurmctld restarts (a crash), submit again what it lost, found by
         cloudhpc's submission ids (jobrules.lost_jobs)."""
         pid = self.controller_pid()
-        before, self.ctld_pid = self.ctld_pid, pid
-        if before is None or pid is None or before == pid:
+        if pid is None or pid == self.ctld_pid:
+            return  # unchanged, or slurmctld is starting again (look at the next tick)
+        if self.ctld_pid is None:  # the first look, ever
+            self._saw(pid)
             return
         now = self.clock.time()
         self.recovering_until = now + jobrules.RECOVERY_WINDOW
         in_slurm = self._in_slurm()
         if in_slurm is None:
-            return
+            return  # not marked seen: tried again at the next tick
         submitted = [jobrules.Submitted(s.sub, s.uid, s.job_id, tuple(s.argv),
                                         s.resubmitted_as)
                      for s in self.submissions.since(now - LOOK_BACK)]
@@ -194,6 +209,12 @@ class Reconciler:
                              sub=lost.sub, cause="lost by slurmctld in a crash")
             log.warning("job %s (submission %s) lost by slurmctld: submitted again as %s",
                         lost.job_id, lost.sub, new)
+        self._saw(pid)
+
+    def _saw(self, pid: str) -> None:
+        self.ctld_pid = pid
+        if self.seen is not None:
+            self.seen.write_text(pid)
 
     def _in_slurm(self, wait: float = 30.0) -> dict[str, list[tuple[int, int]]] | None:
         """Slurm's jobs by submission id, once slurmctld answers again."""
