@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import random
 import sys
 import time
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
 
-from cloudhpc.cli.output import emit_json, out, table
+from cloudhpc.cli.output import emit_json, err, out, table
 from cloudhpc.cluster import Cluster
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
@@ -85,3 +87,40 @@ def register(app: typer.Typer) -> None:
         control plane: `chaos kill-daemon control-plane control`."""
         pid = Cluster.get(cluster).kill_daemon(node, daemon)
         out.print(f"killed {daemon} (pid {pid}) on {node}")
+
+    @chaos.command("soak")
+    def soak(cluster: ClusterOpt = None,
+             minutes: Annotated[float, typer.Option(min=0.1, max=24 * 60,
+                                                    help="how long faults are injected")] = 3,
+             seed: Annotated[int | None, typer.Option(  # noqa: UP007
+                 help="fixes faults, times and jobs (printed first)")] = None,
+             rate: Annotated[float, typer.Option(min=0.1, max=60,
+                                                 help="faults per minute, on average")] = 6,
+             as_json: JsonOpt = False) -> None:
+        """Random faults (nodes, every daemon, control plane, API) at random times while
+        jobs stream in through the CLI and the API; then a ledger of every accepted job.
+        Exit 1 if a job was lost, duplicated or shown under a wrong id."""
+        from cloudhpc.soak import Soak
+
+        c = Cluster.get(cluster)
+        seed = seed if seed is not None else random.randrange(1, 10**6)
+        err.print(f"soak seed {seed} (--seed {seed} repeats it)")
+        ledger = Soak(c, seed, minutes, rate, say=lambda line: err.print(line)).run()
+        if as_json:
+            emit_json({**asdict(ledger), "ok": ledger.ok})
+        else:
+            table(f"soak of {c.name}, seed {seed}, {minutes:g} min", ["", "jobs"],
+                  [("submitted", ledger.submissions), ("accepted", ledger.accepted),
+                   ("not accepted (caller told)", ledger.not_accepted),
+                   ("completed once", ledger.completed_once),
+                   ("failed with a reason", ledger.failed_with_reason),
+                   ("lost", ledger.lost), ("duplicated", ledger.duplicated),
+                   ("shown under a wrong id", ledger.wrong_id),
+                   ("faults injected", sum(1 for f in ledger.faults if f["done"]))])
+            for why, count in ledger.refusals.items():
+                err.print(f"  not accepted ({count}): {why}")
+            for p in ledger.problems:
+                err.print(f"  job {p['job']} ({p['via']}): {p['problem']} "
+                          + " ".join(f"{k}={v}" for k, v in p.items()
+                                     if k not in ("job", "via", "problem", "marker")))
+        raise typer.Exit(0 if ledger.ok else 1)

@@ -52,6 +52,11 @@ ROOT_SUBMITTER = Submitter()
 class InFlight(JobError):
     """An earlier request with the same Idempotency-Key may still reach Slurm."""
 IN_FLIGHT = 120.0  # a submission not in Slurm after this long never reached it
+SBATCH_RETRY_FOR = 30.0
+# sbatch errors of a controller or munge being restarted (not a refusal of the job)
+TRANSIENT = ("Unable to contact slurm controller", "Socket timed out", "Connection refused",
+             "Zero Bytes were transmitted", "Protocol authentication error", "munge",
+             "Munge", "Slurm temporarily unable")
 
 
 class JobService:
@@ -201,7 +206,7 @@ class JobService:
             undo()
             raise
         try:
-            job_id = self.slurm.sbatch(options, batch)
+            job_id = self._sbatch(options, batch, sub, uid)
         except CommandError as exc:
             self.submissions.forget(sub)
             undo()
@@ -222,6 +227,28 @@ class JobService:
                        by.user or "root", time.time(), 0.0, 0.0, 0, out_path, workdir,
                        uid=uid)
         return self.get(job_id)
+
+    def _sbatch(self, options: list[str], batch: str, sub: str, uid: int) -> int:
+        """sbatch, again while slurmctld or munge is restarting (a second or two after a
+        crash). Safe: before each retry Slurm is asked for a job with this submission's id,
+        in case the refused-looking attempt reached it."""
+        deadline = time.monotonic() + SBATCH_RETRY_FOR
+        delay = 0.25
+        while True:
+            try:
+                return self.slurm.sbatch(options, batch)
+            except CommandError as exc:
+                if not any(t in exc.stderr for t in TRANSIENT) or \
+                        time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            try:
+                found = [j for j, u in self.slurm.submissions().get(sub, []) if u == uid]
+            except CommandError:
+                found = []
+            if found:
+                return min(found)
 
     # -- queries --------------------------------------------------------------------------
     def jobs(self, include_history: bool = False) -> list[Job]:
