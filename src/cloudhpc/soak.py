@@ -71,11 +71,14 @@ class Ledger:
 
 
 def catalogue(c: Cluster) -> list[tuple[str, str, str]]:
-    """(kind, node, daemon) of every fault the chaos commands offer on this cluster."""
+    """(kind, node, daemon) of every fault the chaos commands offer on this cluster (nodes
+    that exist while the cluster is idle: a dynamic node is there only while it works)."""
     from cloudhpc.node import bootstrap
 
     out: list[tuple[str, str, str]] = [("kill-daemon", "control-plane", "control")]
     for node in c.plan.nodes:
+        if node.dynamic:
+            continue
         for daemon in bootstrap.daemons(node, c.dir):
             out.append(("kill-daemon", node.name, daemon["name"]))
         if node.role is Role.COMPUTE and not node.dynamic:

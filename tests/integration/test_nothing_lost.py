@@ -26,7 +26,8 @@ USER = "cht-idem"
 
 @pytest.fixture(scope="module")
 def lost(home: Path) -> Iterator[Cluster]:
-    c = Cluster.up(template("t-lost", "198.19.21.0/24", count=2))
+    c = Cluster.up({**template("t-lost", "198.19.21.0/24", count=2),
+                    "storage": {"blob": {"enabled": True}}})
     try:
         yield c
     finally:
@@ -176,3 +177,64 @@ def test_api_killed_during_concurrent_submissions_and_clients_retry(lost: Cluste
     for marker in markers.values():
         ran = [p for p in jobdirs.glob("*/slurm-*.out") if marker in p.read_text()]
         assert len(ran) == 1, f"{marker} ran {len(ran)} times: {ran}"
+
+
+def test_several_faults_at_once(lost: Cluster, tmp_path: Path) -> None:
+    """slurmctld, the API, munged on a compute node, Azurite, the reconciler and a node
+    killed within 9 s while 25 jobs are submitted (through the API, some staged, and the
+    Python API): each runs to its end once, or fails with a reason."""
+    from cloudhpc.api.client import RemoteCluster
+    from cloudhpc.storage.access import ContainerAccess
+    from cloudhpc.storage.urls import parse_blob_url
+
+    api = _api(lost)
+    lost.storage.mkdir("faults")
+    ContainerAccess(lost.store, lost.name).record("faults", USER)
+    (tmp_path / "in.txt").write_text("input\n")
+    lost.storage.put(tmp_path / "in.txt", parse_blob_url("blob://faults/in.txt"))
+    remote = RemoteCluster(api["url"], api["a"], ca=api["cert"], retry_for=120)
+    accepted: dict[str, int] = {}
+    errors: list[str] = []
+
+    def stream() -> None:
+        for i in range(25):
+            marker = f"multi-{i}-{uuid.uuid4().hex[:6]}"
+            script = marked_script(tmp_path, marker, seconds=1)
+            try:
+                if i % 3 == 0:
+                    job = lost.submit(script, nodes=1)
+                elif i % 3 == 1:
+                    job = remote.submit(script, nodes=1)
+                else:
+                    job = remote.submit(script, nodes=1,
+                                        stage_in=["blob://faults/in.txt:in.txt"],
+                                        stage_out=[f"runs.txt:blob://faults/{marker}.txt"])
+                accepted[marker] = job.job_id
+            except CloudHPCError as exc:
+                errors.append(f"{marker}: {exc.message}")
+            time.sleep(0.4)
+
+    worker = concurrent.futures.ThreadPoolExecutor(1)
+    done_stream = worker.submit(stream)
+    start = time.monotonic()
+    for at, node, daemon in ((0.5, "head", "slurmctld"), (2.0, "head", "api"),
+                             (3.5, "hpc-2", "munged"), (5.0, "storage", "azurite"),
+                             (6.5, "head", "reconciler"), (8.5, "hpc-1", None)):
+        time.sleep(max(0.0, start + at - time.monotonic()))
+        if daemon is None:
+            lost.kill_node(node)
+        else:
+            lost.kill_daemon(node, daemon)
+    done_stream.result(timeout=300)
+    worker.shutdown()
+    assert not errors, errors  # every submission was accepted (retried through the faults)
+    for marker, job_id in accepted.items():
+        done = lost.wait(job_id, timeout=300)
+        ends = runs(lost, done.workdir).count("end")
+        if done.state is JobState.COMPLETED:
+            assert ends == 1, (marker, job_id, ends)
+            assert marker in lost.logs(job_id)
+        else:  # allowed only with a reason that names the fault
+            assert done.reason, (marker, job_id, done.state)
+            assert ends <= 1
+    assert len(accepted) == 25

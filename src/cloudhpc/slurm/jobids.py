@@ -4,8 +4,9 @@ load_all_job_state: job_id_sequence = MAX(saved id, FirstJobId)), so ids issued 
 seconds before a crash would be issued again, and one job's output would show under
 another's id. Before every start of slurmctld (its supervisor runs this first) FirstJobId in
 slurm.conf is set above the highest id this cluster has seen: submissions slurmctld logged
-(its own log: no user text decides the number), jobs that ended (the jobcomp record) and
-cloudhpc's record of submissions.
+(its own lines, which hold no job name) and cloudhpc's record of submissions. Not the
+jobcomp record: a job name with a newline can forge a line there, and a forged id near
+MaxJobId would make Slurm wrap around to ids in use.
 
     python -m cloudhpc.slurm.jobids CLUSTER_DIR   (then exec slurmctld)
 """
@@ -34,19 +35,6 @@ def _from_log(path: Path) -> int:
     return max(ids, default=0)
 
 
-def _from_jobcomp(path: Path) -> int:
-    best = 0
-    try:
-        with open(path, "rb") as fh:
-            for line in fh:
-                head = line.split(b" ", 1)[0]
-                if head.startswith(b"JobId=") and head[6:].isdigit():
-                    best = max(best, int(head[6:]))
-    except OSError:
-        return 0
-    return best
-
-
 def _from_records(db: Path, cluster: str) -> int:
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
@@ -69,7 +57,6 @@ def _from_records(db: Path, cluster: str) -> int:
 def highest_seen(root: Path) -> int:
     logs = root / "logs"
     return max(_from_log(logs / "slurmctld.log"),
-               _from_jobcomp(root / "slurm" / "jobcomp.txt"),
                _from_records(root.parent.parent / "state.db", root.name))
 
 

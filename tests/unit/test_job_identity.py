@@ -1,0 +1,116 @@
+"""Job identity across crashes, the pure parts: the highest job id a cluster has seen (from
+slurmctld's own log lines, never a job's name), FirstJobId in slurm.conf, submission ids in
+Slurm's comments (matched with the uid), the submissions store and its idempotency keys,
+and the wrapper that runs a job once."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from cloudhpc.jobs import wrapper
+from cloudhpc.jobs.submissions import KEY_LIFETIME, KeyInUse, Submissions
+from cloudhpc.slurm import jobids
+from cloudhpc.slurm.client import parse_comments
+
+
+def test_highest_id_comes_from_slurmctlds_own_lines(tmp_path: Path) -> None:
+    root = tmp_path / "clusters" / "c"
+    (root / "logs").mkdir(parents=True)
+    (root / "slurm").mkdir()
+    (root / "logs" / "slurmctld.log").write_text(
+        "[2026-11-29T04:44:27.889] _slurm_rpc_submit_batch_job: JobId=17 InitPrio=1 usec=2\n"
+        "[2026-11-29T04:44:28.019] sched: Allocate JobId=99999 NodeList=hpc-1 #CPUs=1\n"
+        "[2026-11-29T04:44:29.000] sched: _slurm_rpc_allocate_resources JobId=21 "
+        "NodeList=hpc-1 usec=5\n"
+        # a job name cannot forge a line start: these do not count
+        "[x] _job_complete: JobId=5 name=_slurm_rpc_submit_batch_job: JobId=88888 \n")
+    # a job name with a newline forges jobcomp lines: that file does not count
+    (root / "slurm" / "jobcomp.txt").write_text("JobId=19 UserId=a(1) GroupId=a(1) Name=x\n"
+                                                "JobId=67000000 UserId=forged\n")
+    assert jobids.highest_seen(root) == 21
+
+
+def test_first_job_id_is_set_or_replaced(tmp_path: Path) -> None:
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=c\nMinJobAge=300\n")
+    jobids.set_first_job_id(conf, 42)
+    assert conf.read_text() == "ClusterName=c\nMinJobAge=300\nFirstJobId=42\n"
+    jobids.set_first_job_id(conf, 43)
+    assert conf.read_text().count("FirstJobId=") == 1 and "FirstJobId=43\n" in conf.read_text()
+
+
+def test_comments_name_submissions_with_their_uid() -> None:
+    def rec(job: int, uid: int, comment: str) -> bytes:
+        return f"{job}\x1f{uid}\x1f".encode() + comment.encode().ljust(64)[:64] + b"\n"
+
+    data = (rec(5, 1001, "cloudhpc:20261129-044100-abcdef")
+            + rec(6, 1002, "cloudhpc-stage:20261129-044100-abcdef")  # same id, other user
+            + rec(7, 0, "nothing of ours") + rec(8, 0, "cloudhpc:../../etc"))
+    assert parse_comments(data) == {"20261129-044100-abcdef": [(5, 1001), (6, 1002)]}
+
+
+def test_submissions_record_keys_and_replays(tmp_path: Path) -> None:
+    subs = Submissions(tmp_path / "state.db", "c")
+    subs.record("s1", 1001, "tok", "k1", ["--x", "a.sh"])
+    with pytest.raises(KeyInUse) as info:
+        subs.record("s2", 1001, "tok", "k1", ["--x", "b.sh"])
+    assert info.value.existing.sub == "s1" and info.value.existing.job_id is None
+    subs.record("s3", 1002, "other", "k1", ["c.sh"])  # keys belong to a token
+    subs.record("s4", 1001, "tok", None, ["d.sh"])  # no key: never a conflict
+    subs.record("s5", 1001, "tok", None, ["e.sh"])
+    subs.accepted("s1", 11)
+    found = subs.by_key("tok", "k1")
+    assert found is not None and found.job_id == 11 and found.argv == ["--x", "a.sh"]
+    subs.resubmitted("s1", 12)
+    assert subs.by_job(11) is not None and subs.by_job(11).resubmitted_as == 12  # type: ignore[union-attr]
+    subs.forget("s1")
+    assert subs.by_key("tok", "k1") is None
+    subs.record("s6", 1001, "tok", "k1", ["f.sh"])  # a forgotten key may be used again
+
+
+def test_an_expired_key_may_be_used_again(tmp_path: Path) -> None:
+    subs = Submissions(tmp_path / "state.db", "c")
+    subs.record("s1", 1001, "tok", "k", ["a.sh"])
+    with subs._db() as db:
+        db.execute("UPDATE submissions SET created=?", (time.time() - KEY_LIFETIME - 1,))
+    assert subs.by_key("tok", "k") is None
+    subs.record("s2", 1001, "tok", "k", ["b.sh"])
+
+
+def _run_wrapper(tmp_path: Path, job_id: str, script: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "job.sh").write_text(script)
+    (tmp_path / "job.sh").chmod(0o755)
+    text = wrapper.render("job.sh", script, str(tmp_path), None)
+    (tmp_path / "w.sh").write_text(text)
+    return subprocess.run(["bash", str(tmp_path / "w.sh")], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": job_id}, timeout=60)
+
+
+def test_wrapper_runs_a_job_once_and_keeps_directives(tmp_path: Path) -> None:
+    script = "#!/bin/bash\n#SBATCH --mem=1G\necho run >> count\nexit 3\n"
+    assert "#SBATCH --mem=1G" in wrapper.render("job.sh", script, "/w", None).splitlines()[1]
+    first = _run_wrapper(tmp_path, "7", script)
+    assert first.returncode == 3
+    again = _run_wrapper(tmp_path, "7", script)  # a second launch of job 7 after a crash
+    assert again.returncode == 3 and "already ran" in again.stderr
+    assert (tmp_path / "count").read_text() == "run\n"
+    other = _run_wrapper(tmp_path, "8", script)  # another job id runs
+    assert other.returncode == 3 and (tmp_path / "count").read_text() == "run\nrun\n"
+
+
+def test_wrapper_runs_again_when_the_first_run_died(tmp_path: Path) -> None:
+    """A heartbeat that stopped (its node died) is a run that did not finish."""
+    runs = tmp_path / ".cloudhpc" / "runs"
+    runs.mkdir(parents=True)
+    (runs / "9.alive").touch()
+    old = time.time() - wrapper.STALE - 5
+    import os
+
+    os.utime(runs / "9.alive", (old, old))
+    result = _run_wrapper(tmp_path, "9", "#!/bin/bash\necho ran > out\n")
+    assert result.returncode == 0 and (tmp_path / "out").read_text() == "ran\n"
+    assert (runs / "9.rc").read_text().strip() == "0"
