@@ -18,6 +18,7 @@ from cloudhpc.errors import (
     StorageError,
 )
 from cloudhpc.events import EventKind, EventLog
+from cloudhpc.jobs import users
 from cloudhpc.jobs.model import Job
 from cloudhpc.jobs.request import JobRequest
 from cloudhpc.jobs.service import JobService, Submitter
@@ -199,6 +200,15 @@ class Cluster:
 
     def node_argv(self, node: str, argv: Sequence[str]) -> list[str]:
         return self.backend.enter(node, argv)
+
+    def shell_argv(self, node: str = "head", user: str | None = None) -> list[str]:
+        """The command line of a login shell on NODE as USER (root if None). The user is
+        made if missing (an ordinary account: never root or a system account) with a home
+        under /home, which every node shares."""
+        if user is None:
+            return self.node_argv(node, ["/bin/bash", "-l"])
+        account = users.ensure_user(user, self.dir.homes)
+        return self.node_argv(node, ["runuser", "-l", account.pw_name])
 
     def exec(self, node: str, argv: Sequence[str], check: bool = False,
              timeout: float | None = None) -> Result:

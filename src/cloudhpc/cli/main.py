@@ -244,6 +244,23 @@ def exec(ctx: typer.Context, node: str, cluster: ClusterOpt = None) -> None:
     c.runner.replace(full, env)
 
 
+@app.command()
+def shell(node: Annotated[str, typer.Argument(help="node (default: the head)")] = "head",
+          user: Annotated[str | None, typer.Option(  # noqa: UP007
+              "--user", "-u", help="Unix user (default: root); made if missing, with a home "
+              "in /home, which every node shares")] = None,
+          cluster: ClusterOpt = None) -> None:
+    """An interactive login shell on a node (the head by default), like ssh to a cluster's
+    login node."""
+    c = Cluster.get(cluster)
+    full = c.shell_argv(node, user)
+    from cloudhpc.cluster import NODE_ENV
+
+    env = {**NODE_ENV, "TERM": os.environ.get("TERM", "xterm")}
+    sys.stdout.flush()
+    c.runner.replace(full, env)
+
+
 def run() -> None:
     try:
         app()
