@@ -14,7 +14,7 @@ from cloudhpc.cluster import Cluster
 from cloudhpc.soak import Soak
 
 SEED = 20261129
-TEMPLATE = {"version": 1, "name": "t-soak", "network": {"cidr": "198.19.22.0/24"},
+TEMPLATE = {"version": 1, "name": "t-soak", "network": {"cidr": "198.19.24.0/24"},
             "compute": [{"name": "hpc", "size": "Standard_D4s_v5", "min": 2, "max": 2}],
             "storage": {"blob": {"enabled": True}}}
 
