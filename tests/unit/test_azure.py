@@ -188,8 +188,8 @@ def _azure(**changes: Any) -> dict[str, Any]:
      "PUBLISHER:OFFER:SKU:VERSION"),
     (_azure(azure={"admin_user": "root"}), Level.ERROR, ("azure", "admin_user"),
      "cannot be"),
-    (_azure(compute={"rdma": False, "size": "Standard_D2s_v5", "min": 381, "max": 400}),
-     Level.ERROR, ("compute", 0, "min"), "ARM template deploys at most 380"),
+    (_azure(compute={"rdma": False, "size": "Standard_D2s_v5", "min": 396, "max": 400}),
+     Level.ERROR, ("compute",), "802 resources: Azure deploys at most 800"),
 ])
 def test_azure_validation(data: dict[str, Any], level: Level, path: tuple[Any, ...],
                           words: str) -> None:
@@ -201,7 +201,7 @@ def test_azure_validation(data: dict[str, Any], level: Level, path: tuple[Any, .
 
 def test_the_most_static_nodes_validation_allows_fit_in_one_arm_template() -> None:
     model, findings = check(_azure(compute={"rdma": False, "size": "Standard_D2s_v5",
-                                            "min": 380, "max": 400}))
+                                            "min": 395, "max": 400}))
     assert model is not None and not [f for f in findings if f.level is Level.ERROR]
     arm, _ = export(model)
     assert len(arm["resources"]) <= 800 and lint(arm) == []
@@ -280,3 +280,37 @@ def test_the_head_shares_its_shared_directory_with_compute_vms_over_nfs() -> Non
         ["/opt/cloudhpc/bin/python", "-m", "cloudhpc.node.cloudinit", cloudinit.CONFIG_PATH])
     assert compute["runcmd"].index(next(c for c in compute["runcmd"] if c[0] == "sh")) \
         < bootstrap
+
+
+def _big(sets: int, nodes: int) -> dict[str, Any]:
+    return {"version": 1, "name": "big", "provider": "azure", "network": {"cidr": "10.0.0.0/8"},
+            "azure": {"region": "eastus"}, "head": {"size": "Standard_D4s_v5"},
+            "compute": [{"name": f"hb{i}", "size": "Standard_HB120rs_v3", "min": nodes,
+                         "max": nodes, "rdma": True} for i in range(sets)]}
+
+
+@pytest.mark.parametrize(("sets", "nodes", "broken"), [
+    (20, 19, "809 resources"),  # the estimate let this one through (scale sets, PPGs)
+    (160, 1, "at most 4 MB"),  # every VM's custom data names every node set
+])
+def test_limits_are_computed_from_the_rendered_template(sets: int, nodes: int,
+                                                        broken: str) -> None:
+    from cloudhpc.errors import TemplateError
+    from cloudhpc.template import load
+
+    with pytest.raises(TemplateError) as info:
+        load(_big(sets, nodes))
+    text = str(info.value) + info.value.hint
+    assert broken in text and "learn.microsoft.com" in text
+
+
+def test_limits_check_every_documented_rule() -> None:
+    from cloudhpc.azure.limits import RULES, check
+
+    assert all(r.reference.startswith("https://learn.microsoft.com/") for r in RULES)
+    arm = {"resources": [{"type": "t", "name": "n", "properties": {
+        "osProfile": {"customData": base64.b64encode(b"x" * 70_000).decode()}}}],
+        "parameters": {f"p{i}": {} for i in range(257)}}
+    problems = check(arm)
+    assert any("custom data of 70,000 bytes" in p for p in problems)
+    assert any("257 parameters" in p for p in problems)

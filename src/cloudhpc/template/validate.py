@@ -134,11 +134,23 @@ def host_routes() -> list[tuple[ipaddress.IPv4Network, str]]:
 # An RDMA node set must share one InfiniBand fabric: one VM scale set in a single placement
 # group, which Azure caps at 100 VMs.
 PLACEMENT_GROUP_LIMIT = 100
-# Azure Resource Manager deploys at most 800 resources from one template; each node up to
-# `min` is two (its NIC and VM), the rest of the cluster stays under 40.
-ARM_RESOURCE_LIMIT = 800
-STATIC_NODE_LIMIT = (ARM_RESOURCE_LIMIT - 40) // 2
 RESERVED_ADMINS = {"admin", "administrator", "root", "guest", "user", "test", "azureuser1"}
+
+
+def arm_limits(t: Template, lines: Lines) -> Iterator[Finding]:
+    """Azure's template limits, on the template cloudhpc renders (cloudhpc.azure.limits)."""
+    from cloudhpc.azure.arm import export
+    from cloudhpc.azure.limits import check
+
+    try:
+        arm, _ = export(t)
+    except (ValueError, KeyError) as exc:  # reported by the other checks
+        del exc
+        return
+    for problem in check(arm):
+        yield _f(Level.ERROR, ("compute",), f"the exported ARM template breaks an Azure "
+                 f"limit: {problem}", "lower min, or use fewer node sets (Slurm starts the "
+                 "other nodes when jobs need them)", lines)
 
 
 def azure(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator[Finding]:
@@ -164,13 +176,6 @@ def azure(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator
                      f"({PLACEMENT_GROUP_LIMIT} VMs)",
                      f"split it into node sets of at most {PLACEMENT_GROUP_LIMIT} that share "
                      "one partition", lines)
-    static = sum(ns.min for ns in t.compute)
-    if static > STATIC_NODE_LIMIT:
-        biggest = max(range(len(t.compute)), key=lambda k: t.compute[k].min)
-        yield _f(Level.ERROR, ("compute", biggest, "min"), f"{static} nodes up to min in all "
-                 f"node sets: one ARM template deploys at most {STATIC_NODE_LIMIT} (a NIC and "
-                 f"a VM each, {ARM_RESOURCE_LIMIT} resources in all)",
-                 "lower min (Slurm starts the other nodes when jobs need them)", lines)
     for key in ("ssh_cidrs", "api_cidrs"):
         for k, cidr in enumerate(getattr(az, key)):
             try:
@@ -211,4 +216,6 @@ def validate_template(t: Template, lines: Lines,
     findings: list[Finding] = []
     for validator in VALIDATORS.values():
         findings.extend(validator(t, lines, running))
+    if t.provider == "azure" and not any(f.level is Level.ERROR for f in findings):
+        findings.extend(arm_limits(t, lines))  # render only a template that is otherwise valid
     return findings
