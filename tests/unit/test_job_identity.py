@@ -98,19 +98,21 @@ def test_wrapper_runs_a_job_once_and_keeps_directives(tmp_path: Path) -> None:
     again = _run_wrapper(tmp_path, "7", script)  # a second launch of job 7 after a crash
     assert again.returncode == 3 and "already ran" in again.stderr
     assert (tmp_path / "count").read_text() == "run\n"
-    other = _run_wrapper(tmp_path, "8", script)  # another job id runs
-    assert other.returncode == 3 and (tmp_path / "count").read_text() == "run\nrun\n"
+    # the same submission under a new id (resubmitted after slurmctld forgot it, while its
+    # first run went on): not run again either
+    other = _run_wrapper(tmp_path, "8", script)
+    assert other.returncode == 3 and (tmp_path / "count").read_text() == "run\n"
 
 
 def test_wrapper_runs_again_when_the_first_run_died(tmp_path: Path) -> None:
     """A heartbeat that stopped (its node died) is a run that did not finish."""
-    runs = tmp_path / ".cloudhpc" / "runs"
+    runs = tmp_path / ".cloudhpc"
     runs.mkdir(parents=True)
-    (runs / "9.alive").touch()
+    (runs / "run.alive").touch()
     old = time.time() - wrapper.STALE - 5
     import os
 
-    os.utime(runs / "9.alive", (old, old))
+    os.utime(runs / "run.alive", (old, old))
     result = _run_wrapper(tmp_path, "9", "#!/bin/bash\necho ran > out\n")
     assert result.returncode == 0 and (tmp_path / "out").read_text() == "ran\n"
-    assert (runs / "9.rc").read_text().strip() == "0"
+    assert (runs / "run.rc").read_text().strip() == "0"

@@ -92,6 +92,7 @@ class FakeSlurm:
         self.fail_pending = False
         self.next_id = 100
         self.subs: dict[str, list[tuple[int, int]]] = {}
+        self.queue_rows: list[dict[str, Any]] = []
 
     def nodes(self, now: float | None = None) -> list[SlurmNode]:
         return self.node_list
@@ -123,6 +124,9 @@ class FakeSlurm:
 
     def take_out(self, node: str, reason: str) -> None:
         self.calls.append(("take_out", node))
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self.queue_rows
 
     def submissions(self) -> dict[str, list[tuple[int, int]]]:
         return {k: list(v) for k, v in self.subs.items()}
@@ -265,8 +269,10 @@ def test_tick_reflects_jobs_from_the_record_of_finished_jobs(tmp_path: Path) -> 
         "Account= QOS= WcKey= Cluster=c SubmitTime=2026-11-29T10:00:00 "
         "EligibleTime=2026-11-29T10:00:00 DerivedExitCode=0:0 ExitCode=0:0 \n")
     slurm.ids = set()
+    slurm.queue_rows = [{"job_id": 5, "state_reason": "NodeFail"}]  # kept from the queue
     rec.tick()
     ended = events.read(kinds={"job_ended"})
-    assert [(e["job"], e["state"]) for e in ended] == [(5, "completed")]
+    assert [(e["job"], e["state"], e["reason"]) for e in ended] == [(5, "completed",
+                                                                      "NodeFail")]
     assert kinds(events) == ["job_started", "job_ended"]
     assert json.loads(json.dumps(ended[0]))["nodes"] == "hpc-1"

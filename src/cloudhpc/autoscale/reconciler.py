@@ -177,6 +177,13 @@ class Reconciler:
                                               "exit_code": job.exit_code, "nodes": job.nodes,
                                               "at": job.end_time,
                                               "start_time": job.start_time}))
+        if finished:  # Slurm's reason (NodeFail, JobLaunchFailure ...) is in the queue for
+            # MinJobAge after the end, never in the jobcomp record: keep it in the event
+            reasons = {row["job_id"]: row["state_reason"] for row in self.slurm.jobs()
+                       if row.get("state_reason") not in (None, "", "None")}
+            for job_id, fields in finished:
+                if job_id in reasons:
+                    fields["reason"] = reasons[job_id]
         events, self.started = jobrules.job_events(running, self.started, finished)
         for event in events:
             kind = EventKind.JOB_STARTED if event.kind == "started" else EventKind.JOB_ENDED

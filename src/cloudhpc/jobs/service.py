@@ -303,6 +303,13 @@ class JobService:
         reason = "; ".join(errors) if errors else job.reason
         return dataclasses.replace(job, staging=status, reason=reason)
 
+    def _end_reason(self, job_id: int) -> str:
+        """Slurm's reason for a job's end, as the reconciler saw it in the queue (the
+        record of finished jobs has none)."""
+        ended = [e for e in self.events.read(kinds={EventKind.JOB_ENDED})
+                 if e.get("job") == job_id and e.get("reason")]
+        return str(ended[-1]["reason"]) if ended else ""
+
     def provider_errors(self, partition: str) -> list[str]:
         """Recent capacity or launch failures of the node sets serving a partition."""
         sets = {s.name for s in self.plan.nodesets if s.partition == partition}
@@ -335,6 +342,8 @@ class JobService:
             return job
         for job in self._history(job_id):
             if job.job_id == job_id:
+                if not job.reason and job.state is not JobState.COMPLETED:
+                    job = dataclasses.replace(job, reason=self._end_reason(job_id))
                 if record:
                     return dataclasses.replace(job, stdout=record.stdout,
                                                workdir=record.workdir, uid=record.uid)
