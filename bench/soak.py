@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 TEMPLATE = {"version": 1, "name": "bench-soak", "network": {"cidr": "198.19.41.0/24"},
             "compute": [{"name": "hpc", "size": "Standard_D4s_v5", "min": 2, "max": 2},
@@ -35,9 +37,15 @@ def main() -> int:
     print(f"seed {args.seed}", file=sys.stderr, flush=True)
     c = Cluster.up(TEMPLATE)
     began = time.monotonic()
+    kept = ""
     try:
         ledger = Soak(c, args.seed, args.minutes, args.rate,
                       say=lambda line: print(line, file=sys.stderr, flush=True)).run()
+        if not ledger.ok:  # keep what explains it before the cluster goes
+            kept = tempfile.mkdtemp(prefix="cloudhpc-soak-logs-")
+            shutil.copytree(c.dir.logs, Path(kept) / "logs")
+            for name in ("events.jsonl", "slurm/jobcomp.txt"):
+                shutil.copy(c.dir.root / name, Path(kept) / Path(name).name)
     finally:
         c.down()
     out = asdict(ledger)
@@ -46,6 +54,7 @@ def main() -> int:
                      for f in ledger.faults if f["done"]]
     out["ok"] = ledger.ok
     out["wall_seconds"] = round(time.monotonic() - began, 1)
+    out["logs_kept_in"] = kept
     print(json.dumps(out, indent=1))
     return 0 if ledger.ok else 1
 
