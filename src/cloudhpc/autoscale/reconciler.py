@@ -63,10 +63,11 @@ class Reconciler:
                  controller_pid: Callable[[], str | None], submissions: Submissions,
                  record_job: Callable[[int, int], None], clock: Any = time,
                  seen: Path | None = None) -> None:
-        """SEEN: where the slurmctld this reconciler last saw is kept, so that a restart
-        of slurmctld while the reconciler itself was down is still noticed."""
         """DYNAMIC: every compute node of the plan -> whether it is a CLOUD node.
-        CONTROLLER_PID: slurmctld's current pid (a change means it restarted)."""
+        CONTROLLER_PID: slurmctld's current pid and start time (a change: it restarted).
+        RECORD_JOB(old, new): cloudhpc's job record for a job submitted again.
+        SEEN: where the slurmctld this reconciler last saw is kept, so that a restart of
+        slurmctld while the reconciler itself was down is still noticed."""
         self.dynamic = dynamic
         self.slurm = slurm
         self.control = control
