@@ -109,9 +109,8 @@ class Reconciler:
 
         def record_job(old: int, new: int) -> None:
             rec = store.job(cdir.root.name, old)
-            if rec is not None:
-                store.add_job(cdir.root.name, dataclasses.replace(
-                    rec, job_id=new, stdout=rec.stdout.replace(f"-{old}.out", f"-{new}.out")))
+            if rec is not None:  # the same output file (see check_restart)
+                store.add_job(cdir.root.name, dataclasses.replace(rec, job_id=new))
 
         return cls({n.name: n.dynamic for n in plan.compute()}, SlurmClient(on_this_node()),
                    ControlClient(str(cluster_dir)), EventLog(cdir.events),
@@ -209,7 +208,11 @@ class Reconciler:
                                         s.resubmitted_as)
                      for s in self.submissions.since(now - LOOK_BACK)]
         for lost in jobrules.lost_jobs(submitted, in_slurm, self.finished.ids()):
-            new = self.slurm.sbatch(list(lost.argv[:-1]), lost.argv[-1])
+            # the first job's output file: its first run may have gone on (the node kept
+            # it) and written there; `logs` of either id shows the one output
+            options = [o.replace("%j", str(lost.job_id)) if o.startswith("--output=") else o
+                       for o in lost.argv[:-1]]
+            new = self.slurm.sbatch(options, lost.argv[-1])
             self.submissions.resubmitted(lost.sub, new)
             if lost.job_id is not None:
                 self.record_job(lost.job_id, new)

@@ -5,14 +5,15 @@ stages out (also when the script failed), and keeps the user's #SBATCH lines.
 seconds before a crash comes back as pending; Slurm then launches it again, while or after
 its first run goes on; and a job slurmctld forgot entirely may have started on its node
 before it was submitted again under a new id (cloudhpc.slurm.jobids explains the id side).
-Each run leaves a mark in the submission's own directory (.cloudhpc/run.alive and
-.cloudhpc/run.rc), whatever the job id: a heartbeat while it runs and its exit code when it
-ends. A launch that finds the job's exit code there ends at
-once with it (the output of the first run is kept: output is opened in append mode); one
-that finds a live heartbeat waits for that run's end. A run whose heartbeat stopped (its
-node died) did not finish, and the job runs again, as Slurm's requeue intends.
-A consequence: `scontrol requeue` of a cloudhpc job that completed does not run it again
-(submit it again instead)."""
+Each run leaves marks in the submission's own directory (.cloudhpc/run.*), whatever the job
+id: a heartbeat while it runs, the script's exit code when the script ends (before stage-
+out) and the job's exit code at the very end. A launch that finds the job's exit code there
+ends at once with it (the output of the first run is kept: output is opened in append
+mode); one that finds a live heartbeat waits for that run's end. A run whose heartbeat
+stopped (its node died) did not finish: the job runs again, as Slurm's requeue intends,
+from the script if the script had not ended, else only its stage-out. A consequence:
+`scontrol requeue` of a cloudhpc job that completed does not run it again (submit it again
+instead)."""
 
 from __future__ import annotations
 
@@ -40,16 +41,27 @@ def render(script_name: str, script: str, workdir: str, stage: str | None) -> st
     wdir = shlex.quote(workdir)
     run = f"./{shlex.quote(script_name)} \"$@\""
     if stage is None:
-        body = [f"{run}", "rc=$?"]
+        first = [f"  {run}", "  rc=$?"]
+        last: list[str] = []
     else:
-        body = [f"if {stage} in {wdir}; then",
-                "  [ -s .cloudhpc/env ] && . .cloudhpc/env",
-                f"  {run}",
-                "  rc=$?",
-                "else",
-                f"  rc={STAGE_IN_FAILED}",
-                "fi",
-                f"{stage} out {wdir} || {{ [ $rc = 0 ] && rc={STAGE_OUT_FAILED}; }}"]
+        first = [f"  if {stage} in {wdir}; then",
+                 "    [ -s .cloudhpc/env ] && . .cloudhpc/env",
+                 f"    {run}",
+                 "    rc=$?",
+                 "  else",
+                 f"    rc={STAGE_IN_FAILED}",
+                 "  fi"]
+        last = [f"{stage} out {wdir} || {{ [ $rc = 0 ] && rc={STAGE_OUT_FAILED}; }}"]
+    # the script's end is marked before stage-out: a run that dies in stage-out (its node
+    # lost) does not run the script again, only what follows it
+    body = ['if [ -s "$mark.script" ]; then',
+            '  rc="$(cat "$mark.script")"',
+            '  echo "cloudhpc: the script already ran to its end; finishing what follows" >&2',
+            "else",
+            *first,
+            '  echo "$rc" > "$mark.script.tmp" && mv -f "$mark.script.tmp" "$mark.script"',
+            "fi",
+            *last]
     return "\n".join([
         "#!/bin/bash",
         *directives(script),
