@@ -59,20 +59,20 @@ def test_min_nodes_are_named_members_of_their_scale_set_at_the_plans_address(
     model, _ = load(EXAMPLE)
     plan = make_plan(model.model_copy(update={"provider": "azure"}))
     vms = {r["name"]: r for r in by_type(arm, "Microsoft.Compute/virtualMachines")}
-    assert set(vms) == {"hbdemo-head", "serial-1"}
-    vm = vms["serial-1"]["properties"]
+    assert set(vms) == {"hbdemo-head", "hbdemo-serial-1"}  # the cluster in Azure's names
+    vm = vms["hbdemo-serial-1"]["properties"]
     assert vm["osProfile"]["computerName"] == "serial-1"
     assert "'hbdemo-serial-vmss'" in vm["virtualMachineScaleSet"]["id"]
     assert vm["hardwareProfile"]["vmSize"] == "Standard_D4s_v5"
-    assert vms["serial-1"]["tags"]["cloudhpc-node"] == "serial-1"
+    assert vms["hbdemo-serial-1"]["tags"]["cloudhpc-node"] == "serial-1"
     nics = {r["name"]: r for r in by_type(arm, "Microsoft.Network/networkInterfaces")}
-    ipconf = nics["serial-1-nic"]["properties"]["ipConfigurations"][0]["properties"]
+    ipconf = nics["hbdemo-serial-1-nic"]["properties"]["ipConfigurations"][0]["properties"]
     address = plan.node("serial-1").address  # type: ignore[union-attr]
     assert (ipconf["privateIPAllocationMethod"], ipconf["privateIPAddress"]) == (
         "Static", address)
     conf = render_nodes(plan)
     assert f"NodeName=serial-1 NodeAddr={address} " in conf
-    assert "serial-1-nic'" in vm["networkProfile"]["networkInterfaces"][0]["id"]
+    assert "hbdemo-serial-1-nic'" in vm["networkProfile"]["networkInterfaces"][0]["id"]
     # its bootstrap knows it as a compute node of serial
     text = base64.b64decode(decode_custom_data(vm["osProfile"]["customData"], {
         "mungeKey": "K", "clusterToken": "T"})).decode()
@@ -314,3 +314,21 @@ def test_limits_check_every_documented_rule() -> None:
     problems = check(arm)
     assert any("custom data of 70,000 bytes" in p for p in problems)
     assert any("257 parameters" in p for p in problems)
+
+
+def test_two_clusters_in_one_group_do_not_collide_and_down_leaves_no_disk() -> None:
+    """Finding 15: VM, NIC and storage account names carry the cluster; finding 17: the
+    head's OS disk and NIC go with the VM (deleteOption)."""
+    from cloudhpc.template import load
+
+    names = []
+    for name in ("alpha", "beta"):
+        model, _ = load({**_big(1, 2), "name": name})
+        arm, _ = export(model)
+        names.append({r["name"] for r in arm["resources"] if not r["name"].startswith("[")}
+                     | {arm["variables"]["storageAccount"]})
+        head = next(r for r in arm["resources"] if r["name"] == f"{name}-head")["properties"]
+        assert head["storageProfile"]["osDisk"]["deleteOption"] == "Delete"
+        assert head["networkProfile"]["networkInterfaces"][0]["properties"][
+            "deleteOption"] == "Delete"
+    assert not names[0] & names[1]

@@ -194,7 +194,7 @@ def provider(template: Any, answer: Callable[[str, str, Any], Reply]
 
 def test_launch_creates_vms_in_the_scale_set_and_reports_quota(template: Any) -> None:
     def answer(method: str, url: str, body: Any) -> Reply:
-        if "/virtualMachines/hb-1" in url:
+        if "/virtualMachines/hbdemo-hb-1" in url:
             return 409, {"error": {"code": "QuotaExceeded", "message": "Operation could not be "
                                    "completed as it results in exceeding approved "
                                    "standardHBrsv3Family Cores quota."}}, {}
@@ -207,7 +207,7 @@ def test_launch_creates_vms_in_the_scale_set_and_reports_quota(template: Any) ->
     assert [(e.nodeset, e.nodes) for e in errors] == [("hb", ["hb-1"])]
     assert "QuotaExceeded" in errors[0].cause and "\n" not in errors[0].cause
     assert prov.errors() == errors
-    body = next(b for m, u, b in rec.requests if "/virtualMachines/hb-2" in u)
+    body = next(b for m, u, b in rec.requests if "/virtualMachines/hbdemo-hb-2" in u)
     assert body["properties"]["virtualMachineScaleSet"]["id"].endswith(
         "/virtualMachineScaleSets/hbdemo-hb-vmss")
     assert body["properties"]["hardwareProfile"]["vmSize"] == "Standard_HB120rs_v3"
@@ -217,13 +217,13 @@ def test_launch_creates_vms_in_the_scale_set_and_reports_quota(template: Any) ->
         "/proximityPlacementGroups/hbdemo-hb-ppg")
     # its NIC was created first, at the address slurm.conf and /etc/hosts give hb-2
     nic_url, nic = next((u, b) for m, u, b in rec.requests
-                        if m == "PUT" and "/networkInterfaces/hb-2-nic" in u)
+                        if m == "PUT" and "/networkInterfaces/hbdemo-hb-2-nic" in u)
     assert "api-version=2023-09-01" in nic_url
     ipconf = nic["properties"]["ipConfigurations"][0]["properties"]
     assert (ipconf["privateIPAllocationMethod"], ipconf["privateIPAddress"]) == (
         "Static", plan.node("hb-2").address)  # type: ignore[union-attr]
     ref = body["properties"]["networkProfile"]["networkInterfaces"][0]
-    assert ref["id"].endswith("/networkInterfaces/hb-2-nic")
+    assert ref["id"].endswith("/networkInterfaces/hbdemo-hb-2-nic")
     assert ref["properties"]["deleteOption"] == "Delete"
     # the same bootstrap as the deployment's nodes, with the head's secrets filled in
     text = base64.b64decode(body["properties"]["osProfile"]["customData"]).decode()
@@ -269,7 +269,7 @@ def test_nodes_and_terminate(template: Any) -> None:
     def answer(method: str, url: str, body: Any) -> Reply:
         if method == "GET":
             return 200, {"value": [vm]}, {}
-        if method == "DELETE" and "/hb-2" in url:
+        if method == "DELETE" and "/hbdemo-hb-2" in url:
             return 404, {"error": {"code": "NotFound", "message": "gone"}}, {}
         return 200, None, {}
 
@@ -278,7 +278,7 @@ def test_nodes_and_terminate(template: Any) -> None:
     assert nodes["hb-1"].state.value == "running" and nodes["hb-2"].state.value == "absent"
     prov.terminate(["hb-1", "hb-2"])  # an absent node is no error: idempotent
     deletes = [u.split("?")[0].rsplit("/", 1)[1] for m, u, _ in rec.requests if m == "DELETE"]
-    assert deletes == ["hb-1", "hb-2"]
+    assert deletes == ["hbdemo-hb-1", "hbdemo-hb-2"]  # the cluster in the name
 
 
 def test_up_and_down_record_the_cluster_and_keep_secrets_private(
@@ -353,7 +353,7 @@ def test_power_saving_entry_point_drives_the_azure_provider(template: Any,
     from cloudhpc.paths import ClusterDir
 
     def answer(method: str, url: str, body: Any) -> Reply:
-        if "/virtualMachines/hb-1" in url:
+        if "/virtualMachines/hbdemo-hb-1" in url:
             return 409, {"error": {"code": "QuotaExceeded", "message": "exceeds the "
                                    "approved standardHBrsv3Family Cores quota"}}, {}
         return 200, {"id": "vm", "name": "hb-2", "location": "eastus",
@@ -371,7 +371,7 @@ def test_power_saving_entry_point_drives_the_azure_provider(template: Any,
              (cdir.root / "events.jsonl").read_text().splitlines()]
     assert kinds == ["node_failed", "node_launched"]
     assert {u.split("?")[0].rsplit("/", 1)[1] for m, u, _ in rec.requests if m == "PUT"} == {
-        "hb-1", "hb-2", "hb-1-nic", "hb-2-nic"}
+        "hbdemo-hb-1", "hbdemo-hb-2", "hbdemo-hb-1-nic", "hbdemo-hb-2-nic"}
 
 
 def test_local_commands_on_an_azure_cluster_say_where_to_go(template: Any,

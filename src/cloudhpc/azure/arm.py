@@ -145,10 +145,12 @@ def _head(t: Template, n: dict[str, str], address: str) -> list[dict[str, Any]]:
     out.append(_res("Microsoft.Compute/virtualMachines", n["head"], {
         "hardwareProfile": {"vmSize": t.head.size},
         "osProfile": _os_profile(t, "head", "computerName", "head", None),
+        # the disk and NIC go with the VM: `down` in an existing group leaves nothing
         "storageProfile": {"imageReference": _image(t),
-                           "osDisk": {"createOption": "FromImage",
+                           "osDisk": {"createOption": "FromImage", "deleteOption": "Delete",
                                       "managedDisk": {"storageAccountType": "Premium_LRS"}}},
-        "networkProfile": {"networkInterfaces": [{"id": nic}]},
+        "networkProfile": {"networkInterfaces": [
+            {"id": nic, "properties": {"primary": True, "deleteOption": "Delete"}}]},
     }, identity={"type": "UserAssigned", "userAssignedIdentities": {identity: {}}},
         dependsOn=[nic, identity]))
     return out
@@ -223,13 +225,13 @@ def _static_node(t: Template, n: dict[str, str], ns: NodeSet, node: NodeSpec, vm
                  ppg: str | None, data: str) -> list[dict[str, Any]]:
     """A NIC at the plan's address and a VM named after the Slurm node, in the scale set:
     the body the control plane also uses for the nodes it creates (azure/vm.py)."""
-    nic = _rid("Microsoft.Network/networkInterfaces", vm.nic_name(node))
+    nic = _rid("Microsoft.Network/networkInterfaces", vm.nic_name(t, node))
     deps = [nic, vmss] + ([ppg] if ppg else [])
     return [
-        _res("Microsoft.Network/networkInterfaces", vm.nic_name(node),
+        _res("Microsoft.Network/networkInterfaces", vm.nic_name(t, node),
              vm.nic_properties(node, _subnet_id(n)),
              dependsOn=[_rid("Microsoft.Network/virtualNetworks", n["vnet"])]),
-        _res("Microsoft.Compute/virtualMachines", node.name,
+        _res("Microsoft.Compute/virtualMachines", vm.vm_name(t, node),
              vm.vm_properties(t, ns, node, _values(data), _arm_rid),
              tags=vm.vm_tags(t, ns, node), dependsOn=deps),
     ]
@@ -280,7 +282,9 @@ def export(t: Template) -> tuple[dict[str, Any], dict[str, Any]]:
                 "plane"}},
         },
         "variables": {
-            "storageAccount": "[concat('chpc', uniqueString(resourceGroup().id))]",
+            # the cluster in the name: two clusters in one group get two accounts
+            "storageAccount": "[concat('chpc', uniqueString(resourceGroup().id, "
+                              f"'{t.name}'))]",
         },
         "resources": resources,
         "outputs": {

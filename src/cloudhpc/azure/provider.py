@@ -53,7 +53,7 @@ class AzureProvider:
         return self._id(rtype, name)
 
     def _nic_id(self, node: NodeSpec) -> str:
-        return self._id("Microsoft.Network/networkInterfaces", vm.nic_name(node))
+        return self._id("Microsoft.Network/networkInterfaces", vm.nic_name(self.template, node))
 
     def _nic_body(self, node: NodeSpec) -> dict[str, Any]:
         subnet = self._id("Microsoft.Network/virtualNetworks",
@@ -94,7 +94,8 @@ class AzureProvider:
         for node, poller in nics:
             try:
                 poller.result()
-                pollers.append((node, vms.begin_create_or_update(self.rg, node.name,
+                pollers.append((node, vms.begin_create_or_update(self.rg,
+                                                                 vm.vm_name(self.template, node),
                                                                  self._vm_body(node))))
             except HttpResponseError as exc:
                 failed.append((node, from_http(exc, f"creating {node.name}")))
@@ -113,7 +114,9 @@ class AzureProvider:
         pollers = []
         for name in names:
             try:
-                pollers.append(self.compute.virtual_machines.begin_delete(self.rg, name))
+                spec = self.plan.node(name)
+                vm_name = vm.vm_name(self.template, spec) if spec else name
+                pollers.append(self.compute.virtual_machines.begin_delete(self.rg, vm_name))
             except ResourceNotFoundError:
                 continue  # already gone
             except HttpResponseError as exc:

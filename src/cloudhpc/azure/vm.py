@@ -54,8 +54,14 @@ def ppg_name(t: Template, ns: NodeSet) -> str:
     return f"{t.name}-{ns.name}-ppg"
 
 
-def nic_name(node: NodeSpec) -> str:
-    return f"{node.name}-nic"
+def vm_name(t: Template, node: NodeSpec) -> str:
+    """Azure's name of a node's VM: the cluster's name first, so that two clusters share a
+    resource group without colliding (the host name stays the Slurm node name)."""
+    return f"{t.name}-{node.name}"
+
+
+def nic_name(t: Template, node: NodeSpec) -> str:
+    return f"{vm_name(t, node)}-nic"
 
 
 def nic_properties(node: NodeSpec, subnet_id: str) -> dict[str, Any]:
@@ -79,7 +85,7 @@ def vm_properties(t: Template, ns: NodeSet, node: NodeSpec, v: VmValues,
                            "osDisk": {"createOption": "FromImage", "deleteOption": "Delete",
                                       "managedDisk": dict(DISK)}},
         "networkProfile": {"networkInterfaces": [{
-            "id": rid("Microsoft.Network/networkInterfaces", nic_name(node)),
+            "id": rid("Microsoft.Network/networkInterfaces", nic_name(t, node)),
             "properties": {"primary": True, "deleteOption": "Delete"}}]},
     }
     if ns.rdma:
