@@ -125,6 +125,27 @@ def local_memory_mib(size_name: str, cap_gib: int) -> int:
     return min(size.memory_gib if size else 1, cap_gib) * 1024
 
 
+AZURE_MEMORY_SHARE = 0.95  # of a size's memory declared to Slurm: the OS keeps the rest
+# (CycleCloud's Slurm integration holds back 5% the same way, its dampen_memory default)
+
+
+def node_cpus(t: Template, size_name: str) -> int:
+    """CPUs a node declares: the size's on Azure; capped locally (local.cpu_cap)."""
+    if t.provider == "azure":
+        size = sizes.lookup(size_name)
+        return size.vcpus if size else 1
+    return local_cpus(size_name, t.local.cpu_cap)
+
+
+def node_memory_mib(t: Template, size_name: str) -> int:
+    """Memory a node declares (RealMemory): the size's on Azure, less what the OS keeps;
+    capped locally (local.memory_cap_gib)."""
+    if t.provider == "azure":
+        size = sizes.lookup(size_name)
+        return int((size.memory_gib if size else 1) * 1024 * AZURE_MEMORY_SHARE)
+    return local_memory_mib(size_name, t.local.memory_cap_gib)
+
+
 def head_address(t: Template) -> str:
     """The head's address, without planning every node."""
     return str(ipaddress.ip_network(t.network.cidr).network_address + first_free(t.provider))
@@ -134,11 +155,9 @@ def make_plan(t: Template) -> Plan:
     net = ipaddress.ip_network(t.network.cidr)
     first = net.network_address + 1
     gateway = str(first)
-    cap = t.local.cpu_cap
     head = ipaddress.ip_address(head_address(t))
     nodes = [
-        NodeSpec("head", Role.HEAD, str(head), local_cpus(t.head.size, cap),
-                 size=t.head.size),
+        NodeSpec("head", Role.HEAD, str(head), node_cpus(t, t.head.size), size=t.head.size),
         NodeSpec("storage", Role.STORAGE, str(head + 1), 1),
     ]
     share = nodeset_share(t.network.cidr, len(t.compute), t.provider)
@@ -149,10 +168,8 @@ def make_plan(t: Template) -> Plan:
         base = head + 2 + i * share
         for k, name in enumerate(names):
             nodes.append(NodeSpec(name, Role.COMPUTE, str(base + k),
-                                  local_cpus(ns.size, cap), ns.name, dynamic=k >= ns.min,
-                                  size=ns.size,
-                                  memory_mib=local_memory_mib(ns.size,
-                                                              t.local.memory_cap_gib)))
+                                  node_cpus(t, ns.size), ns.name, dynamic=k >= ns.min,
+                                  size=ns.size, memory_mib=node_memory_mib(t, ns.size)))
         partition = ns.partition or ns.name
         members.setdefault(partition, []).extend(names)
         sets.append(NodeSetPlan(ns.name, partition, ns.min, ns.max, ns.idle_timeout,

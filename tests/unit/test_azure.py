@@ -332,3 +332,15 @@ def test_two_clusters_in_one_group_do_not_collide_and_down_leaves_no_disk() -> N
         assert head["networkProfile"]["networkInterfaces"][0]["properties"][
             "deleteOption"] == "Delete"
     assert not names[0] & names[1]
+
+
+def test_azure_nodes_declare_what_their_size_has() -> None:
+    """Finding 11: local.cpu_cap (16) was applied on Azure: a 120-core HB node offered 16
+    CPUs and no memory."""
+    from cloudhpc.template import load
+
+    model, _ = load(_big(1, 1))
+    node = make_plan(model).node("hb0-1")
+    assert node is not None and node.cpus == 120
+    assert node.memory_mib == int(448 * 1024 * 0.95)  # Standard_HB120rs_v3: 448 GiB
+    assert "CPUs=120 " in render_nodes(make_plan(model))
