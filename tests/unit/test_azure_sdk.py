@@ -423,3 +423,19 @@ def test_launched_vms_have_the_deployments_vm_body(template: Any) -> None:
     # the deployment's key path follows the admin user parameter (Azure refuses another)
     assert "parameters('adminUsername')" in \
         static["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"][0]["path"]
+
+
+def test_a_contributor_is_told_why_the_role_assignment_fails() -> None:
+    """Finding 5: the deployment creates a role assignment, which Contributor cannot."""
+    from cloudhpc.azure.errors import from_http
+
+    class Err:
+        code = "AuthorizationFailed"
+        message = ("The client 'u' does not have authorization to perform action "
+                   "'Microsoft.Authorization/roleAssignments/write' over scope '/x'")
+
+    class Exc:
+        error = Err()
+
+    err = from_http(Exc(), "deploying hbdemo")
+    assert "roleAssignments/write" in err.message and "Contributor role cannot" in err.hint

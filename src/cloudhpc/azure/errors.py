@@ -35,6 +35,12 @@ def from_http(exc: Any, doing: str) -> AzureError:
     if code in CAPACITY_CODES:
         hint = "Azure has no capacity or quota for this size now: the node set backs off " \
                "and jobs may run on other node sets of the partition"
+    elif code in ("AuthorizationFailed", "InvalidAuthenticationToken") and \
+            "roleAssignments/write" in message:
+        hint = ("the deployment gives the head's identity a role on the resource group, "
+                "which the Contributor role cannot do: deploy as Owner, or with Contributor "
+                "and User Access Administrator (or Role Based Access Control "
+                "Administrator) on the group")
     elif code in ("AuthorizationFailed", "InvalidAuthenticationToken"):
         hint = "check `az login` and the identity's role on the resource group"
     return AzureError(f"{doing}: {code + ': ' if code else ''}{first}", code, hint)
