@@ -187,7 +187,7 @@ def test_a_min_node_bootstraps_from_its_custom_data_and_runs_jobs(
     secrets = {"mungeKey": base64.b64encode(os.urandom(1024)).decode(),
                "clusterToken": "t0k3n"}
     head_doc = _custom_data(vms["t-cinit-head"], secrets)
-    cn_doc = _custom_data(vms["cn-1"], secrets)
+    cn_doc = _custom_data(vms["t-cinit-cn-1"], secrets)  # Azure's name: cluster first
     mount = next(c for c in cn_doc["runcmd"] if c[0] == "sh")[2]
     assert mount.startswith("until mount -t nfs")
     head_shared = tmp_path / "vm-head" / "clusters" / "t-cinit" / "shared"

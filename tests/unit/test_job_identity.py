@@ -116,3 +116,17 @@ def test_wrapper_runs_again_when_the_first_run_died(tmp_path: Path) -> None:
     result = _run_wrapper(tmp_path, "9", "#!/bin/bash\necho ran > out\n")
     assert result.returncode == 0 and (tmp_path / "out").read_text() == "ran\n"
     assert (runs / "run.rc").read_text().strip() == "0"
+
+
+def test_simultaneous_launches_of_one_submission_run_it_once(tmp_path: Path) -> None:
+    """A forgotten job's first run and its resubmission may start at the same instant: the
+    check and the claim are one step (flock). Without it, 4 launches ran it twice."""
+    script = "#!/bin/bash\necho run >> count\nsleep 1\n"
+    (tmp_path / "job.sh").write_text(script)
+    (tmp_path / "job.sh").chmod(0o755)
+    (tmp_path / "w.sh").write_text(wrapper.render("job.sh", script, str(tmp_path), None))
+    runs = [subprocess.Popen(["bash", str(tmp_path / "w.sh")], stderr=subprocess.DEVNULL,
+                             env={"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": str(i)})
+            for i in range(4)]
+    assert [p.wait(timeout=60) for p in runs] == [0, 0, 0, 0]
+    assert (tmp_path / "count").read_text() == "run\n"

@@ -71,6 +71,8 @@ def render(script_name: str, script: str, workdir: str, stage: str | None) -> st
         "mkdir -p .cloudhpc",
         'mark=".cloudhpc/run"  # one per submission, whatever job id Slurm gave it',
         "age() { echo $(( $(date +%s) - $(stat -c %Y \"$1\" 2>/dev/null || echo 0) )); }",
+        "# two launches of one submission decide one at a time (check, then claim)",
+        'exec 9>>"$mark.lock" && flock 9',
         f'while [ ! -s "$mark.rc" ] && [ -e "$mark.alive" ] && [ "$(age "$mark.alive")" -lt '
         f"{STALE} ]; do",
         "  sleep 1  # a first run of this job is still going (slurmctld restarted)",
@@ -80,7 +82,8 @@ def render(script_name: str, script: str, workdir: str, stage: str | None) -> st
         '  exit "$(cat "$mark.rc")"',
         "fi",
         'touch "$mark.alive"',
-        f'( while sleep {BEAT}; do touch "$mark.alive"; done ) & beat=$!',
+        f'( while sleep {BEAT}; do touch "$mark.alive"; done ) 9>&- & beat=$!',
+        "flock -u 9; exec 9>&-",
         *body,
         'kill "$beat" 2>/dev/null',
         'echo "$rc" > "$mark.rc.tmp" && mv -f "$mark.rc.tmp" "$mark.rc"',
