@@ -1,7 +1,7 @@
 """The chaos soak in the suite: 3 minutes of random faults (fixed seed) while jobs stream in
 through the CLI and the API; no accepted job may be lost or shown under another job's id.
 
-Known defect (issue 12 stays open): in 2 of 6 runs of this soak one job of ~216 ran its
+Known defect (issue 12 stays open): in 2 of 8 runs of this soak one job of ~216 ran its
 script twice, cause not found yet; the ledger's `duplicated` is printed and warned about,
 not asserted, until it is."""
 
