@@ -10,7 +10,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 APT_PACKAGES=(slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev python3-mpi4py
-              iproute2 util-linux procps python3-venv chromium tmux)
+              iproute2 util-linux procps python3-venv chromium tmux
+              mariadb-server slurmdbd hpcc)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -14,6 +14,7 @@ from cloudhpc.errors import (
     CloudHPCError,
     ClusterExists,
     ClusterNotFound,
+    CommandError,
     NodeNotFound,
     StorageError,
 )
@@ -27,7 +28,10 @@ from cloudhpc.node import bootstrap
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import Plan, Role, make_plan
 from cloudhpc.providers.base import Backend, NodeState
+from cloudhpc.report import DEFAULT_SINCE, By, ReportError, since_time
+from cloudhpc.report import report as make_report
 from cloudhpc.runner import BASE_PATH, Result, Runner
+from cloudhpc.slurm.accounting import Associations
 from cloudhpc.slurm.client import SlurmClient
 from cloudhpc.state import ClusterRecord, Store
 from cloudhpc.storage.account import BlobAccount
@@ -70,9 +74,10 @@ class Cluster:
         self.dir = ClusterDir.of(record.name, self.store.path.parent)
         self._backend = providers.backend_for(self.template, self.plan, self.dir, self.runner)
         self.slurm = SlurmClient(self.exec_head)
+        self.associations = Associations(self.slurm, self.plan.accounting)
         self.service = JobService(self.name, self.plan, self.dir, self.slurm, self.store,
                                   self.events, self.exec_head_unchecked, lambda: self.storage,
-                                  Submissions(self.store.path, self.name))
+                                  Submissions(self.store.path, self.name), self.associations)
 
     def _backend_of(self, template: Template, plan: Plan) -> Backend:
         backend = providers.backend_for(template, plan, self.dir, self.runner)
@@ -208,7 +213,21 @@ class Cluster:
         if user is None:
             return self.node_argv(node, ["/bin/bash", "-l"])
         account = users.ensure_user(user, self.dir.homes)
+        self.associations.ensure(account.pw_name)  # Slurm runs jobs of associated users only
         return self.node_argv(node, ["runuser", "-l", account.pw_name])
+
+    def give_association(self, user: str) -> str | None:
+        """A new token's user gets its Unix account, home and Slurm association now; the
+        account's name, or None if that must wait for its first job (accounting off, a
+        cluster this machine cannot reach into, slurmdbd not answering)."""
+        if not self.plan.accounting.enabled or self.record.provider != "local":
+            return None
+        try:
+            users.ensure_user(user, self.dir.homes)
+            self.associations.ensure(user)
+        except CloudHPCError:
+            return None
+        return self.associations.account_of(user)
 
     def exec(self, node: str, argv: Sequence[str], check: bool = False,
              timeout: float | None = None) -> Result:
@@ -326,6 +345,23 @@ class Cluster:
             raise StorageError(f"cluster '{self.name}' has no blob store",
                                hint="set storage.blob.enabled: true in its template")
         return BlobStore(BlobAccount.load(self.dir.blob_account))
+
+    def report(self, since: str = DEFAULT_SINCE, by: By = "user",
+               uid: int | None = None) -> dict[str, Any]:
+        """Usage from Slurm's accounting since SINCE, per user or account (only UID's jobs
+        if given: a user's own report)."""
+        if not self.plan.accounting.enabled:
+            raise ReportError(f"cluster '{self.name}' has accounting disabled",
+                              hint="set accounting.enabled: true in its template")
+        start = since_time(since)
+        try:
+            records = self.slurm.usage(start)
+        except CommandError as exc:
+            raise ReportError(f"Slurm accounting did not answer: {exc.stderr.strip()}",
+                              hint="slurmdbd may be starting: see logs/slurmdbd.log") from exc
+        if uid is not None:
+            records = [r for r in records if r.uid == uid]
+        return make_report(records, self.plan, by, start)
 
     def jobs(self, history: bool = False) -> list[Job]:
         return self.service.jobs(include_history=history)

@@ -73,6 +73,7 @@ class ProvisionError(CloudHPCError):
 
     def __init__(self, step: str, cause: str, hint: str = "") -> None:
         self.step = step
+        self.cause = cause
         super().__init__(f"cluster creation failed at step '{step}': {cause}", hint=hint)
 
 

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from cloudhpc.errors import CloudHPCError, NotRootError, ProvisionError
 from cloudhpc.node import bootstrap
@@ -18,6 +19,7 @@ from cloudhpc.paths import ClusterDir, home
 from cloudhpc.plan import Plan
 from cloudhpc.providers.base import Backend
 from cloudhpc.runner import require_programs
+from cloudhpc.slurm import accounting
 from cloudhpc.slurm.client import SlurmClient
 from cloudhpc.storage.account import PORT as BLOB_PORT
 
@@ -25,6 +27,7 @@ API_PORT = 8443  # cloudhpc.api.server.PORT (not imported: it pulls in FastAPI)
 
 Progress = Callable[[str, int, int], None]
 LOCAL_PROGRAMS = ["ip", "nsenter", "unshare", "setsid", "munged", "slurmctld", "slurmd",
+                  "slurmdbd", "mariadbd",
                   "sbatch", "squeue", "sinfo", "scontrol", "scancel", "mpirun"]
 STEPS = ["write configuration", "create network", "start control plane", "boot nodes",
          "wait for Slurm"]
@@ -96,13 +99,18 @@ def bring_up(plan: Plan, cdir: ClusterDir, backend: Backend, slurm: SlurmClient,
                 wait_port(plan.head.address, API_PORT, timeout, "the head's API")
         progress("ready", len(STEPS), len(STEPS))
     except BaseException as exc:
+        kept = None
         if cleanup:
             with no_interrupts():  # a second Ctrl-C must not stop the rollback half way
+                kept = keep_logs(plan, cdir)
                 tear_down(plan, cdir, backend)
+        where = f" (copied to {kept} before the rollback)" if kept else ""
         if isinstance(exc, ProvisionError):
+            if where:
+                raise ProvisionError(step, exc.cause, (exc.hint or "") + where) from exc
             raise
         if isinstance(exc, CloudHPCError):
-            raise ProvisionError(step, exc.message, exc.hint) from exc
+            raise ProvisionError(step, exc.message, (exc.hint or "") + where) from exc
         if isinstance(exc, Exception):
             raise ProvisionError(step, f"{type(exc).__name__}: {exc}") from exc
         raise
@@ -142,6 +150,29 @@ def wait_port(address: str, port: int, timeout: float, what: str) -> None:
                          f"{timeout:.0f} s", hint="see the node's logs/ directory")
 
 
+FAILED_KEEP = 5  # logs of the last failed `up`s kept per cluster name
+
+
+def keep_logs(plan: Plan, cdir: ClusterDir) -> Path | None:
+    """Before a failed `up` is rolled back: the cluster's and its nodes' logs, copied to
+    failed/NAME-TIME/ beside the clusters (the last FAILED_KEEP per name), for diagnosis."""
+    if not cdir.root.exists():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = cdir.root.parent.parent / "failed" / f"{plan.cluster}-{stamp}"
+    try:
+        if cdir.logs.exists():
+            shutil.copytree(cdir.logs, target / "logs", dirs_exist_ok=True)
+        for node_logs in (cdir.root / "nodes").glob("*/logs"):
+            shutil.copytree(node_logs, target / "nodes" / node_logs.parent.name,
+                            dirs_exist_ok=True)
+    except OSError:
+        return None
+    for old in sorted(target.parent.glob(f"{plan.cluster}-*"))[:-FAILED_KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target if target.exists() else None
+
+
 def tear_down(plan: Plan, cdir: ClusterDir, backend: Backend) -> None:
     """Remove every node, link and file of the cluster; safe to run again and again.
     The head goes first (its reconciler must not relaunch what is being removed), then the
@@ -155,4 +186,5 @@ def tear_down(plan: Plan, cdir: ClusterDir, backend: Backend) -> None:
     if left:
         raise ProvisionError("down", f"still present: {', '.join(left)}",
                              hint="run `cloudhpc down` again")
+    accounting.keep(plan, cdir)
     shutil.rmtree(cdir.root, ignore_errors=True)

@@ -11,7 +11,7 @@ import hostlist
 
 from cloudhpc import sizes
 from cloudhpc.addressing import first_free, nodeset_share
-from cloudhpc.template.schema import Template
+from cloudhpc.template.schema import Accounting, Template
 
 
 class Role(enum.Enum):
@@ -71,6 +71,7 @@ class Plan:
     blob: bool = True
     provider: str = "local"
     api_https: bool = True
+    accounting: Accounting = field(default_factory=Accounting)
 
     @property
     def api_url(self) -> str:
@@ -177,4 +178,5 @@ def make_plan(t: Template) -> Plan:
     partitions = [Partition(name, names, default=k == 0)
                   for k, (name, names) in enumerate(members.items())]
     return Plan(t.name, str(net), gateway, t.network.mtu, nodes, partitions, short_id(t.name),
-                sets, blob=t.storage.blob.enabled, provider=t.provider, api_https=t.api.https)
+                sets, blob=t.storage.blob.enabled, provider=t.provider, api_https=t.api.https,
+                accounting=t.accounting)

@@ -11,7 +11,7 @@ import dataclasses
 import pwd
 import time
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -222,6 +222,13 @@ def create_app(cluster: Cluster, tokens: TokenStore, view: ClusterView | None = 
         await workers.call("cancel", job_id)
         view.poke()
         return {"job_id": job_id, "cancelled": True}
+
+    @app.get("/api/report", tags=["accounting"])
+    def usage_report(who: Who, since: Annotated[str, Query(max_length=32)] = "30d",
+                     by: Literal["user", "account"] = "user") -> dict[str, Any]:
+        """Usage from Slurm's accounting (node-seconds, CPU-seconds, estimated cost) per
+        user or account and per day; a user token sees its own jobs only."""
+        return cluster.report(since, by, None if who.admin else who.uid)
 
     @app.get("/api/events", tags=["events"])
     async def events(who: Who, since: float = 0.0,

@@ -159,6 +159,9 @@ class RemoteCluster:
     def cancel(self, job_id: int) -> None:
         self._call("DELETE", f"/api/jobs/{job_id}")
 
+    def report(self, since: str = "30d", by: str = "user") -> dict[str, Any]:
+        return dict(self._call("GET", "/api/report", params={"since": since, "by": by}))
+
     def events(self, since: float = 0.0) -> list[dict[str, Any]]:
         return list(self._call("GET", "/api/events", params={"since": since}))
 

@@ -10,6 +10,7 @@ import typer
 
 from cloudhpc.cli.output import emit_json, err, out, table
 from cloudhpc.cli.remote import target
+from cloudhpc.errors import CloudHPCError
 from cloudhpc.jobs.model import Job
 from cloudhpc.jobs.request import JobRequest
 from cloudhpc.jobs.wait import wait_until_done
@@ -115,6 +116,24 @@ def register(app: typer.Typer) -> None:
             emit_json(found.as_dict())
         else:
             _show(found)
+
+    @app.command()
+    def report(cluster: ClusterOpt = None, as_json: JsonOpt = False,
+               since: Annotated[str, typer.Option(
+                   help="from when: 24h, 7d, 2w or a date (2026-11-01)")] = "30d",
+               by: Annotated[str, typer.Option(help="user or account")] = "user") -> None:
+        """Usage from Slurm accounting: jobs, node-hours, CPU-hours, estimated cost."""
+        if by not in ("user", "account"):
+            raise CloudHPCError(f"--by {by!r} is not known", hint="use --by user or --by account")
+        data = target(cluster).report(since, by)  # type: ignore[arg-type]
+        if as_json:
+            emit_json(data)
+            return
+        rows = [(r[by], r["jobs"], f"{r['node_seconds'] / 3600:.2f}",
+                 f"{r['cpu_seconds'] / 3600:.2f}", f"{r['cost']:.4f}") for r in data["rows"]]
+        table(f"usage of {data['cluster']} since {data['since']} by {by}",
+              [by, "jobs", "node-hours", "CPU-hours", f"est. cost ({data['currency']})"], rows)
+        out.print(data["note"], highlight=False)
 
     @app.command()
     def logs(job_id: int, cluster: ClusterOpt = None) -> None:

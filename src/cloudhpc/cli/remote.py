@@ -82,14 +82,17 @@ def token_create(user: Annotated[str, typer.Option(help="Unix user the token act
 
     c = Cluster.get(cluster)
     info, secret = TokenStore(c.store.path).create(c.name, user, admin)
+    association = c.give_association(user)  # Slurm accounting: the user's account
     url = c.plan.api_url
     pin = fingerprint(c.dir.api_cert.read_text()) if c.dir.api_cert.exists() else ""
     if as_json:
         emit_json({"id": info.id, "user": user, "admin": admin, "token": secret, "url": url,
-                   "fingerprint": pin})
+                   "fingerprint": pin, "account": association})
         return
     out.print(f"token {info.id} for {user}{' (admin)' if admin else ''}: {secret}",
               highlight=False, soft_wrap=True)
+    if association:
+        out.print(f"Slurm account of {user}: {association}", highlight=False)
     if pin:
         out.print(f"API certificate SHA-256 fingerprint: {pin}", highlight=False,
                   soft_wrap=True)

@@ -28,6 +28,7 @@ from cloudhpc.jobs.submissions import KeyInUse, Submission, Submissions
 from cloudhpc.jobs.wait import wait_until_done
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import Plan
+from cloudhpc.slurm.accounting import Associations
 from cloudhpc.slurm.client import SlurmClient, parse_jobcomp
 from cloudhpc.slurm.conf import COMMENT_PREFIX, GRANT_PREFIX, SlurmPaths
 from cloudhpc.slurm.jobcomp import FinishedJobs
@@ -62,7 +63,8 @@ TRANSIENT = ("Unable to contact slurm controller", "Socket timed out", "Connecti
 class JobService:
     def __init__(self, cluster: str, plan: Plan, layout: ClusterDir, slurm: SlurmClient,
                  store: Store, events: EventLog, run_on_head: Run,
-                 blobs: Callable[[], BlobStore], submissions: Submissions) -> None:
+                 blobs: Callable[[], BlobStore], submissions: Submissions,
+                 associations: Associations) -> None:
         """RUN_ON_HEAD runs argv on the head node and returns failures (reading a user's
         files as that user); BLOBS opens the blob store (only when a job stages data)."""
         self.cluster = cluster
@@ -74,6 +76,7 @@ class JobService:
         self.run_on_head = run_on_head
         self.blobs = blobs
         self.submissions = submissions
+        self.associations = associations
         self.finished = FinishedJobs(SlurmPaths(str(layout.root)).jobcomp)
 
     # -- submit ---------------------------------------------------------------------------
@@ -146,6 +149,8 @@ class JobService:
                 key: str | None) -> Job:
         self._check(request)
         account = users.ensure_user(by.user, self.layout.homes) if by.user else None
+        if account is not None:
+            self.associations.ensure(account.pw_name)
         who = Who(by.user, by.admin) if by.user else ROOT
         transfers = staging.parse(request.stage_in, request.stage_out, request.exe)
         if transfers:

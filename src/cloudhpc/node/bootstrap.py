@@ -17,6 +17,7 @@ from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import NodeSpec, Plan, Role
 from cloudhpc.runner import BASE_PATH
 from cloudhpc.secretfile import READ_ONLY, write_secret
+from cloudhpc.slurm import accounting
 from cloudhpc.slurm.conf import (
     NODE_SPOOL,
     OMPI_MCA_PARAMS,
@@ -87,6 +88,8 @@ def write_cluster_files(plan: Plan, cdir: ClusterDir) -> None:
         from cloudhpc.api.tls import make_certificate
 
         make_certificate(cdir.etc, plan.cluster, plan.head.address)
+    accounting.restore_kept(plan, cdir)
+    accounting.write_files(plan, cdir)
     if not cdir.munge_key.exists():
         write_secret(cdir.munge_key, secrets.token_bytes(1024), mode=READ_ONLY, exclusive=True)
 
@@ -104,11 +107,13 @@ def _provider(cdir: ClusterDir) -> str:
         return "local"
 
 
-def slurmctld_argv(cdir: ClusterDir) -> list[str]:
+def slurmctld_argv(cdir: ClusterDir, dbd: str | None = None) -> list[str]:
     """slurmctld, after FirstJobId is set above every id this cluster has issued (ids never
-    go back after a crash: cloudhpc.slurm.jobids)."""
+    go back after a crash: cloudhpc.slurm.jobids). With accounting (DBD: slurmdbd's
+    address), its first start waits for slurmdbd (accounting.wait_for_dbd)."""
     first = shlex.join([sys.executable, "-m", "cloudhpc.slurm.jobids", str(cdir.root)])
-    return ["/bin/sh", "-c", f"{first}; exec slurmctld -D -i"]
+    wait = accounting.wait_for_dbd(cdir, dbd) if dbd else ""
+    return ["/bin/sh", "-c", f"{first}; {wait}exec slurmctld -D -i"]
 
 
 def daemons(node: NodeSpec, cdir: ClusterDir) -> list[DaemonSpec]:
@@ -121,8 +126,12 @@ def daemons(node: NodeSpec, cdir: ClusterDir) -> list[DaemonSpec]:
         "wait_for": MUNGE_SOCKET,
     }
     if node.role is Role.HEAD:
-        head: list[DaemonSpec] = [
-            munged, {"name": "slurmctld", "argv": slurmctld_argv(cdir)},
+        acct = accounting.settings(cdir)
+        # the database starts beside slurmctld, which waits for it on its first start only
+        head: list[DaemonSpec] = [munged, *accounting.daemons(acct, cdir)]
+        head += [
+            {"name": "slurmctld", "argv": slurmctld_argv(
+                cdir, node.address if acct.enabled else None)},
             {"name": "reconciler", "argv": [sys.executable, "-m",
                                             "cloudhpc.autoscale.reconciler", str(cdir.root)]},
             {"name": "api", "argv": [sys.executable, "-m", "cloudhpc.api.server",

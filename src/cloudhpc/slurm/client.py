@@ -213,6 +213,44 @@ def parse_jobcomp(text: str) -> list[JobcompRecord]:
     return list(found.values())
 
 
+USAGE_FIELDS = ["JobIDRaw", "UID", "User", "Account", "Partition", "NNodes", "AllocCPUS",
+                "ElapsedRaw", "NodeList", "State", "Start", "End"]
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One job's allocation as Slurm's accounting recorded it."""
+
+    job_id: int
+    uid: int
+    user: str
+    account: str
+    partition: str
+    nodes: int
+    cpus: int
+    seconds: int
+    node_list: str
+    state: str
+    start: str
+    end: str
+
+
+def parse_usage(text: str) -> list[UsageRecord]:
+    """`sacct --parsable2 --delimiter=\\x1f` rows of USAGE_FIELDS (bad rows are skipped)."""
+    out = []
+    for line in text.splitlines():
+        f = line.split("\x1f")
+        if len(f) != len(USAGE_FIELDS) or not f[0].isdigit() or not f[1].isdigit():
+            continue
+        try:
+            out.append(UsageRecord(int(f[0]), int(f[1]), f[2], f[3], f[4], int(f[5] or 0),
+                                   int(f[6] or 0), int(f[7] or 0), f[8],
+                                   f[9].split(" ")[0], f[10], f[11]))
+        except ValueError:
+            continue
+    return out
+
+
 class SlurmClient:
     """Slurm commands through `exec_head`, which runs argv on the head node."""
 
@@ -332,6 +370,40 @@ class SlurmClient:
 
     def cancel(self, job_id: int) -> None:
         self.exec_head(["scancel", str(job_id)])
+
+    # -- accounting (slurmdbd) -----------------------------------------------------------
+    def associations(self) -> set[tuple[str, str]]:
+        """(account, user) of every user association of this cluster (sacctmgr)."""
+        out = self.exec_head(["sacctmgr", "--noheader", "--parsable2", "show", "associations",
+                              "format=account,user"]).stdout
+        pairs = (line.split("|") for line in out.splitlines() if "|" in line)
+        return {(a, u) for a, u, *_ in pairs if u}
+
+    def accounts(self) -> set[str]:
+        out = self.exec_head(["sacctmgr", "--noheader", "--parsable2", "show", "accounts",
+                              "format=account"]).stdout
+        return {line.strip() for line in out.splitlines() if line.strip()}
+
+    def add_account(self, account: str) -> None:
+        self.exec_head(["sacctmgr", "--immediate", "add", "account", account,
+                        "description=cloudhpc", "organization=cloudhpc"])
+
+    def add_user(self, user: str, account: str) -> None:
+        """USER in ACCOUNT, which becomes its default account if it had none."""
+        self.exec_head(["sacctmgr", "--immediate", "add", "user", user,
+                        f"account={account}", f"defaultaccount={account}"])
+
+    def usage(self, since: str, until: str = "now", job_id: int | None = None,
+              ) -> list[UsageRecord]:
+        """Jobs that ran between SINCE and UNTIL (sacct's time formats), from accounting:
+        allocations only (no steps). Every field is one Slurm sets (ids, counts, times,
+        node names, the account it checked); the free-text ones (names, comments) are not
+        read."""
+        argv = ["sacct", "--allusers", "--allocations", "--noheader", "--parsable2",
+                "--delimiter=\x1f", f"--format={','.join(USAGE_FIELDS)}"]
+        argv += ["--jobs", str(job_id)] if job_id is not None else \
+            [f"--starttime={since}", f"--endtime={until}"]
+        return parse_usage(self.exec_head(argv).stdout)
 
     # -- the controller -----------------------------------------------------------------
     def ping(self) -> bool:

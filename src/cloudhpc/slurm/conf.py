@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import hostlist
 
 from cloudhpc.plan import Plan
+from cloudhpc.slurm import accounting
 
 NODE_TASK_PROLOG = "/etc/slurm/task-prolog.sh"
 NODE_USER_PROLOG = "/etc/slurm/prolog-users.sh"
@@ -75,8 +76,6 @@ SlurmdLogFile={logs}/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 TaskProlog={task_prolog}
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc={jobcomp}
 # srun starts MPI ranks through PMIx (each node has its own /tmp, where PMIx keeps its
@@ -173,6 +172,7 @@ def render(plan: Plan, paths: SlurmPaths) -> str:
     # at each start of a job: its blob tokens (staged jobs of users), and on autoscaled
     # clusters a wait for its new nodes (see ctld_prolog)
     header += f"PrologSlurmctld={paths.ctld_prolog}\n"
+    header += accounting.conf_lines(plan)
     return (header + render_power_save(plan, paths) + "\n" + render_nodes(plan)
             + render_partitions(plan))
 

@@ -92,6 +92,31 @@ class Api(_Model):
                         "clusters only)")
 
 
+class Database(_Model):
+    host: str | None = Field(
+        None, description="an external MySQL-compatible server for Slurm's accounting, by "
+        "host name (on Azure: an Azure Database for MySQL flexible server, "
+        "NAME.mysql.database.azure.com); none: MariaDB on the head node")
+    port: int = Field(3306, ge=1, le=65535, description="the external server's port")
+    user: str = Field("slurm", description="the database user slurmdbd connects as")
+    name: str = Field("slurm_acct_db", pattern=r"^[A-Za-z0-9_]{1,64}$",
+                      description="the database slurmdbd keeps its tables in")
+    password_file: str | None = Field(
+        None, description="on the head node, a root-only file holding the external server's "
+        "password (with MariaDB on the head, cloudhpc generates one)")
+
+
+class Accounting(_Model):
+    enabled: bool = Field(True, description="Slurm accounting: slurmdbd and a database "
+                          "(sacct, sstat, sreport, sshare, fair share, `cloudhpc report`)")
+    keep: bool = Field(False, description="keep a local cluster's accounting data when it is "
+                       "taken down; the next cluster of the same name continues it")
+    accounts: dict[str, list[str]] = Field(
+        default_factory=dict, description="Slurm accounts and their users; a user in none "
+        "gets an account of their own name")
+    database: Database = Field(default_factory=Database)
+
+
 class Template(_Model):
     version: Literal[1] = Field(description="template format version")
     name: str = Field(description="cluster name: lowercase letters, digits, '-'; <= 20 chars")
@@ -101,5 +126,6 @@ class Template(_Model):
     storage: Storage = Field(default_factory=Storage)
     compute: list[NodeSet] = Field(min_length=1, description="compute node sets")
     api: Api = Field(default_factory=Api)
+    accounting: Accounting = Field(default_factory=Accounting)
     local: LocalProvider = Field(default_factory=LocalProvider)
     azure: Azure = Field(default_factory=Azure)

@@ -201,6 +201,38 @@ def azure(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator
                  "a reserved name such as admin or root", lines)
 
 
+ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+def accounting(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator[Finding]:
+    """Accounts and their users as Slurm takes them (sacctmgr lowercases account names);
+    a user belongs to one account; an external database needs its password file."""
+    owner: dict[str, str] = {}
+    for account, members in t.accounting.accounts.items():
+        loc: Loc = ("accounting", "accounts", account)
+        if not ACCOUNT_RE.match(account) or account == "root":
+            yield _f(Level.ERROR, loc, f"bad account name {account!r}",
+                     "use 1-32 lowercase letters, digits, '-' or '_' ('root' is Slurm's)",
+                     lines)
+        for user in members:
+            if not ADMIN_RE.match(user):
+                yield _f(Level.ERROR, loc, f"bad user name {user!r} in account {account!r}",
+                         "use a Unix user name: lowercase letters, digits, '-' or '_'", lines)
+            elif user in owner:
+                yield _f(Level.ERROR, loc, f"user {user!r} is in accounts {owner[user]!r} "
+                         f"and {account!r}", "name each user in one account", lines)
+            owner.setdefault(user, account)
+    db = t.accounting.database
+    if db.host is not None and db.password_file is None:
+        yield _f(Level.ERROR, ("accounting", "database", "password_file"),
+                 "an external database needs password_file",
+                 "name a root-only file on the head node holding the password", lines)
+    if not t.accounting.enabled and t.accounting.accounts:
+        yield _f(Level.WARNING, ("accounting", "accounts"),
+                 "accounts are ignored: accounting is disabled",
+                 "remove them, or set accounting.enabled: true", lines)
+
+
 VALIDATORS: dict[str, Validator] = {
     "cluster_name": cluster_name,
     "nodesets": nodesets,
@@ -208,6 +240,7 @@ VALIDATORS: dict[str, Validator] = {
     "network": network,
     "routes": routes,
     "azure": azure,
+    "accounting": accounting,
 }
 
 
