@@ -17,7 +17,7 @@ from cloudhpc.state import Store
 
 PREFIX = "t-"
 TEST_CLUSTERS = ["t-main", "t-two", "t-fail", "t-heal", "t-cli", "t-auto", "t-web", "t-cinit",
-                 "t-sec", "t-int", "t-tok", "t-lost", "t-soak"]
+                 "t-sec", "t-int", "t-tok", "t-lost", "t-soak", "t-acct"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

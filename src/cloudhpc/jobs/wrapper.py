@@ -30,6 +30,28 @@ BEAT = 2    # seconds between heartbeats of a running job
 STALE = 8   # a heartbeat this old belongs to a run that is gone
 
 
+# A job whose script ended well but one of whose srun steps failed (an MPI launch that
+# could not start its ranks, a rank that crashed) has failed: Slurm alone records it
+# COMPLETED when the script's last command succeeds. Steps are read from accounting (the
+# job's own, as its user); a step still RUNNING there is asked again for up to 5 s; with
+# accounting off or not answering, the script's exit code stands.
+STEPS_OK = r"""steps_ok() {
+  [ -n "$SLURM_JOB_ID" ] && command -v sacct >/dev/null || return 0
+  local i rows bad
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    rows=$(timeout 10 sacct -n -P -j "$SLURM_JOB_ID" --format=JobID,State,ExitCode \
+      2>/dev/null | grep -v -e "^$SLURM_JOB_ID|" -e '\.batch|' -e '\.extern|') || return 0
+    echo "$rows" | grep -q '|RUNNING|' || break
+    sleep 0.5
+  done
+  bad=$(echo "$rows" | grep -E '\|(FAILED|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE)\|' \
+    | head -1)
+  [ -z "$bad" ] && return 0
+  echo "cloudhpc: job step ${bad%%|*} failed (${bad#*|}): the job fails with it" >&2
+  return 1
+}"""
+
+
 def directives(script: str) -> list[str]:
     """The #SBATCH lines of the user's script (they must stay in the script Slurm reads)."""
     lines = script.splitlines()
@@ -41,13 +63,14 @@ def render(script_name: str, script: str, workdir: str, stage: str | None) -> st
     wdir = shlex.quote(workdir)
     run = f"./{shlex.quote(script_name)} \"$@\""
     if stage is None:
-        first = [f"  {run}", "  rc=$?"]
+        first = [f"  {run}", "  rc=$?", "  steps_ok || rc=1"]
         last: list[str] = []
     else:
         first = [f"  if {stage} in {wdir}; then",
                  "    [ -s .cloudhpc/env ] && . .cloudhpc/env",
                  f"    {run}",
                  "    rc=$?",
+                 "    steps_ok || rc=1",
                  "  else",
                  f"    rc={STAGE_IN_FAILED}",
                  "  fi"]
@@ -73,6 +96,7 @@ def render(script_name: str, script: str, workdir: str, stage: str | None) -> st
         "mkdir -p .cloudhpc",
         'mark=".cloudhpc/run"  # one per submission, whatever job id Slurm gave it',
         "age() { echo $(( $(date +%s) - $(stat -c %Y \"$1\" 2>/dev/null || echo 0) )); }",
+        STEPS_OK,
         "# two launches of one submission decide one at a time (check, then claim)",
         'exec 9>>"$mark.lock" && flock 9',
         f'while [ ! -s "$mark.rc" ] && [ -e "$mark.alive" ] && [ "$(age "$mark.alive")" -lt '

@@ -33,7 +33,8 @@ from cloudhpc.storage.azurite import METADATA_DB, azurite_daemon
 MUNGE_SOCKET = "/run/munge/munge.socket.2"
 # Paths every node sees, bound from the cluster's state directory. The host must have the
 # mount points; they are created empty if missing (nothing is mounted on the host itself).
-NODE_MOUNT_POINTS = ["/shared", "/scratch", "/run/munge", "/etc/slurm", NODE_SPOOL]
+NODE_MOUNT_POINTS = ["/shared", "/scratch", "/run/munge", "/etc/slurm", NODE_SPOOL,
+                     accounting.SOCKET_DIR]
 MCA_PARAMS_FILE = "/etc/openmpi/openmpi-mca-params.conf"
 
 
@@ -179,21 +180,25 @@ def node_spec(node: NodeSpec, cdir: ClusterDir) -> SupervisorSpec:
     spool = cdir.root / "slurm" / "spool" / node.name
     spool.mkdir(parents=True, exist_ok=True)
     os.chmod(spool, 0o755)
+    binds = [
+        [str(cdir.etc / "hosts"), "/etc/hosts"],
+        [str(cdir.slurm_etc), "/etc/slurm"],
+        [str(cdir.etc / "openmpi-mca-params.conf"), MCA_PARAMS_FILE],
+        [str(ndir / "munge"), "/run/munge"],
+        [str(cdir.shared), "/shared"],
+        [str(cdir.homes), "/home"],
+        [str(ndir / "scratch"), "/scratch"],
+        [str(spool), NODE_SPOOL],
+    ]
+    if node.role is Role.HEAD:
+        (ndir / "mysqld").mkdir(mode=0o755, exist_ok=True)
+        binds.append([str(ndir / "mysqld"), accounting.SOCKET_DIR])
     return {
         "name": node.name,
         "role": node.role.value,
         "hostname": node.name,
         "dir": str(ndir),
-        "binds": [
-            [str(cdir.etc / "hosts"), "/etc/hosts"],
-            [str(cdir.slurm_etc), "/etc/slurm"],
-            [str(cdir.etc / "openmpi-mca-params.conf"), MCA_PARAMS_FILE],
-            [str(ndir / "munge"), "/run/munge"],
-            [str(cdir.shared), "/shared"],
-            [str(cdir.homes), "/home"],
-            [str(ndir / "scratch"), "/scratch"],
-            [str(spool), NODE_SPOOL],
-        ],
+        "binds": binds,
         "tmp": str(ndir / "tmp"),
         "keep_in_tmp": keep_in_tmp(cdir),
         "env": {"PATH": BASE_PATH, "LANG": "C.UTF-8", "HOME": "/root"},

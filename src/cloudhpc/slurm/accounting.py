@@ -23,10 +23,15 @@ from cloudhpc.node.spec import DaemonSpec
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import Plan
 from cloudhpc.secretfile import write_secret
+from cloudhpc.slurm import jobids
 from cloudhpc.slurm.client import SlurmClient
 from cloudhpc.template.schema import Accounting
 
 DBD_PORT = 6819
+# the head's own directory is bound here (Debian's default place of MariaDB's socket: root
+# on the head reaches the database with `mariadb`)
+SOCKET_DIR = "/run/mysqld"
+SOCKET = f"{SOCKET_DIR}/mysqld.sock"
 DB_PORT = 3306
 # the least slurmdbd asks for (it logs "Database settings not recommended values" below);
 # a small first data file: a cluster's database is made in under a second
@@ -155,6 +160,8 @@ def keep(plan: Plan, cdir: ClusterDir) -> None:
     """At `down`: with accounting.keep, the database is moved aside for the next cluster of
     this name (its daemons are stopped by then); otherwise it goes with the cluster."""
     if plan.accounting.enabled and plan.accounting.keep and data_dir(cdir).exists():
+        # job ids go on from here in the next cluster (cloudhpc.slurm.jobids)
+        (data_dir(cdir) / jobids.KEPT_LAST_ID).write_text(f"{jobids.highest_seen(cdir.root)}\n")
         kept = kept_dir(cdir.root.parent.parent, plan.cluster)
         kept.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         shutil.rmtree(kept, ignore_errors=True)
@@ -192,7 +199,7 @@ def daemons(acct: Accounting, cdir: ClusterDir) -> list[DaemonSpec]:
     if not acct.enabled:
         return []
     run = cdir.node("head") / "run"
-    socket = run / "mariadb.sock"
+    socket = SOCKET  # a socket's path has at most 107 bytes: not under the state directory
     out: list[DaemonSpec] = []
     if acct.database.host is None:
         data = data_dir(cdir) / "mysql"

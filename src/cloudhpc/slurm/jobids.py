@@ -24,6 +24,7 @@ ACCEPTED = re.compile(rb"^\[[^\]\n]*\] (?:sched: )?_slurm_rpc_(?:submit_batch_jo
                       rb"allocate_resources):? JobId=(\d+) ", re.M)
 LINE = re.compile(rb"^FirstJobId=\d+\n", re.M)
 MAX_JOB_ID = 0x03ff0000  # Slurm's default MaxJobId
+KEPT_LAST_ID = "last-job-id"
 
 
 def _from_log(path: Path) -> int:
@@ -54,10 +55,20 @@ def _from_records(db: Path, cluster: str) -> int:
         con.close()
 
 
+def _kept(root: Path) -> int:
+    """The highest id of an earlier cluster of this name whose accounting was kept
+    (cloudhpc.slurm.accounting.keep): its jobs are in the database this one continues."""
+    try:
+        text = (root / "accounting" / KEPT_LAST_ID).read_text().strip()
+    except OSError:
+        return 0
+    return int(text) if text.isdigit() else 0
+
+
 def highest_seen(root: Path) -> int:
     logs = root / "logs"
     return max(_from_log(logs / "slurmctld.log"),
-               _from_records(root.parent.parent / "state.db", root.name))
+               _from_records(root.parent.parent / "state.db", root.name), _kept(root))
 
 
 def set_first_job_id(conf: Path, first: int) -> None:
