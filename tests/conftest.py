@@ -17,7 +17,8 @@ from cloudhpc.state import Store
 
 PREFIX = "t-"
 TEST_CLUSTERS = ["t-main", "t-two", "t-fail", "t-heal", "t-cli", "t-auto", "t-web", "t-cinit",
-                 "t-sec", "t-int", "t-tok", "t-lost", "t-soak", "t-acct"]
+                 "t-sec", "t-int", "t-tok", "t-lost", "t-soak", "t-acct",
+                 "t-clients"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -84,6 +84,12 @@ def test_dashboard_shows_a_cluster_scaling_up_and_down(web_cluster: Cluster,
                                                                  timeout=90_000)
     expect(page.locator("#events")).to_contain_text("node_terminated")
     page.screenshot(path=str(SHOTS / "04-scaled-down.png"), full_page=True)
+    # usage from Slurm accounting: the job's node-hours plotted per day, and its user's row
+    page.reload()
+    expect(page.locator("#usage tbody")).to_contain_text("cht-webadm", timeout=30_000)
+    expect(page.locator("#plot-usage rect")).to_have_count(1)
+    assert int(page.locator("#plot-usage").get_attribute("data-node-seconds") or 0) >= 2 * 4
+    page.screenshot(path=str(SHOTS / "05-usage.png"), full_page=True)
 
     samples: list[dict[str, Any]] = httpx.get(
         url + "/api/metrics", headers={"Authorization": f"Bearer {token}"}, verify=cert).json()

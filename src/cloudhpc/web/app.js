@@ -97,11 +97,48 @@ function renderPlots(samples) {
   nodesSvg.dataset.samples = String(samples.length);
 }
 
+function renderUsage(report) {
+  const svg = $("#plot-usage"); svg.replaceChildren();
+  const days = report.days || [];
+  const hours = days.map((d) => d.node_seconds / 3600);
+  const maxH = Math.max(0.01, ...hours);
+  const w = 600, h = 140, pad = 4, top = 20;
+  const bw = days.length ? Math.min(40, (w - 2 * pad) / days.length - 2) : 0;
+  days.forEach((d, i) => {
+    const bh = (hours[i] / maxH) * (h - top - pad);
+    const bar = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+    bar.setAttribute("x", String(pad + i * (bw + 2))); bar.setAttribute("y", String(h - pad - bh));
+    bar.setAttribute("width", String(bw)); bar.setAttribute("height", String(Math.max(1, bh)));
+    bar.setAttribute("fill", "#1570ef"); bar.dataset.day = d.day;
+    const tip = document.createElementNS("http://www.w3.org/2000/svg", "title");
+    tip.textContent = `${d.day}: ${hours[i].toFixed(2)} node-hours, ${d.jobs} jobs, ${d.cost.toFixed(4)} ${report.currency}`;
+    bar.append(tip); svg.append(bar);
+  });
+  label(svg, `node-hours per day (max ${maxH.toFixed(2)})`, 14);
+  const total = days.reduce((a, d) => a + d.node_seconds, 0);
+  svg.dataset.days = String(days.length); svg.dataset.nodeSeconds = String(total);
+  const body = $("#usage tbody"); body.replaceChildren();
+  for (const r of report.rows || []) {
+    body.append(el("tr", {}, el("td", {}, r.user), el("td", {}, String(r.jobs)),
+      el("td", {}, (r.node_seconds / 3600).toFixed(3)), el("td", {}, (r.cpu_seconds / 3600).toFixed(3)),
+      el("td", {}, `${r.cost.toFixed(4)} ${report.currency}`)));
+  }
+}
+
+let usageAt = 0;
+async function refreshUsage() {
+  if (Date.now() - usageAt < 15000) return;  // sacct is asked at most every 15 s
+  usageAt = Date.now();
+  try { renderUsage(await api("/api/report?since=30d&by=user")); $("#usage-error").textContent = ""; }
+  catch (err) { $("#usage-error").textContent = `usage: ${err.message}`; }
+}
+
 async function refresh() {
   try {
     const [nodes, jobs, events, samples] = await Promise.all([
       api("/api/nodes"), api("/api/jobs?limit=50"), api("/api/events?limit=200"), api("/api/metrics")]);
     renderNodes(nodes); renderJobs(jobs); renderEvents(events); renderPlots(samples);
+    refreshUsage();
   } catch (err) { console.warn(err); }
 }
 
