@@ -105,17 +105,44 @@ def test_wrapper_runs_a_job_once_and_keeps_directives(tmp_path: Path) -> None:
 
 
 def test_wrapper_runs_again_when_the_first_run_died(tmp_path: Path) -> None:
-    """A heartbeat that stopped (its node died) is a run that did not finish."""
+    """A first run that died (its node lost) holds no lock and left no exit code."""
     runs = tmp_path / ".cloudhpc"
     runs.mkdir(parents=True)
-    (runs / "run.alive").touch()
-    old = time.time() - wrapper.STALE - 5
-    import os
-
-    os.utime(runs / "run.alive", (old, old))
+    (runs / "run.lock").touch()
     result = _run_wrapper(tmp_path, "9", "#!/bin/bash\necho ran > out\n")
     assert result.returncode == 0 and (tmp_path / "out").read_text() == "ran\n"
     assert (runs / "run.rc").read_text().strip() == "0"
+
+
+def test_a_starved_first_run_is_alive_not_stale(tmp_path: Path) -> None:
+    """A first run starved of CPU for 10 s (the soak's load; here: stopped) is still alive:
+    a second launch waits for its end and does not run the script again. With the old
+    heartbeat (stale after 8 s) the second launch ran it a second time."""
+    import os
+    import signal
+
+    script = "#!/bin/bash\necho start >> count\nsleep 2\necho end >> count\n"
+    (tmp_path / "job.sh").write_text(script)
+    (tmp_path / "job.sh").chmod(0o755)
+    (tmp_path / "w.sh").write_text(wrapper.render("job.sh", script, str(tmp_path), None))
+    env = {"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "10"}
+    first = subprocess.Popen(["bash", str(tmp_path / "w.sh")], env=env,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "count").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGSTOP)  # every process of the first run
+    try:
+        time.sleep(10)
+        second = subprocess.Popen(["bash", str(tmp_path / "w.sh")], env={**env,
+                                  "SLURM_JOB_ID": "11"}, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    assert first.wait(timeout=30) == 0
+    _, err = second.communicate(timeout=30)
+    assert second.returncode == 0
+    assert (tmp_path / "count").read_text() == "start\nend\n", err
 
 
 def test_simultaneous_launches_of_one_submission_run_it_once(tmp_path: Path) -> None:

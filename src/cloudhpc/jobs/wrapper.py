@@ -5,15 +5,17 @@ stages out (also when the script failed), and keeps the user's #SBATCH lines.
 seconds before a crash comes back as pending; Slurm then launches it again, while or after
 its first run goes on; and a job slurmctld forgot entirely may have started on its node
 before it was submitted again under a new id (cloudhpc.slurm.jobids explains the id side).
-Each run leaves marks in the submission's own directory (.cloudhpc/run.*), whatever the job
-id: a heartbeat while it runs, the script's exit code when the script ends (before stage-
-out) and the job's exit code at the very end. A launch that finds the job's exit code there
-ends at once with it (the output of the first run is kept: output is opened in append
-mode); one that finds a live heartbeat waits for that run's end. A run whose heartbeat
-stopped (its node died) did not finish: the job runs again, as Slurm's requeue intends,
-from the script if the script had not ended, else only its stage-out. A consequence:
-`scontrol requeue` of a cloudhpc job that completed does not run it again (submit it again
-instead)."""
+A run holds a lock on its submission's `.cloudhpc/run.lock` (in /shared, whatever the job
+id) from its start to its end, and leaves marks there: the script's exit code when the
+script ends (before stage-out) and the job's exit code at the very end. A launch first
+takes that lock, so it waits while an earlier run of the submission is alive, however slow
+(a lock, not a heartbeat: a run starved of CPU for seconds is still alive); then, finding
+the job's exit code, it ends at once with it (the output of the first run is kept: output
+is opened in append mode). A run whose node died holds no lock any more (the kernel drops
+it with the process; on NFS when the client's lease ends) and left no exit code: the job
+runs again, as Slurm's requeue intends, from the script if the script had not ended, else
+only its stage-out. A consequence: `scontrol requeue` of a cloudhpc job that completed
+does not run it again (submit it again instead)."""
 
 from __future__ import annotations
 
@@ -26,8 +28,6 @@ WRAPPER = "cloudhpc-job.sh"
 # exit codes of the wrapper when staging, not the user's script, failed
 STAGE_IN_FAILED = 97
 STAGE_OUT_FAILED = 98
-BEAT = 2    # seconds between heartbeats of a running job
-STALE = 8   # a heartbeat this old belongs to a run that is gone
 
 
 # A job whose script ended well but one of whose srun steps failed (an MPI launch that
@@ -61,20 +61,19 @@ def directives(script: str) -> list[str]:
 def render(script_name: str, script: str, workdir: str, stage: str | None) -> str:
     """STAGE: the staging command (cloudhpc.storage.stage with its arguments) or None."""
     wdir = shlex.quote(workdir)
-    run = f"./{shlex.quote(script_name)} \"$@\""
+    run = f"./{shlex.quote(script_name)} \"$@\" 9>&-"  # the lock is the wrapper's alone
     if stage is None:
-        first = [f"  {run}", "  rc=$?", "  steps_ok || rc=1"]
+        first = [f"  {run}", "  rc=$?"]
         last: list[str] = []
     else:
-        first = [f"  if {stage} in {wdir}; then",
+        first = [f"  if {stage} in {wdir} 9>&-; then",
                  "    [ -s .cloudhpc/env ] && . .cloudhpc/env",
                  f"    {run}",
                  "    rc=$?",
-                 "    steps_ok || rc=1",
                  "  else",
                  f"    rc={STAGE_IN_FAILED}",
                  "  fi"]
-        last = [f"{stage} out {wdir} || {{ [ $rc = 0 ] && rc={STAGE_OUT_FAILED}; }}"]
+        last = [f"{stage} out {wdir} 9>&- || {{ [ $rc = 0 ] && rc={STAGE_OUT_FAILED}; }}"]
     # the script's end is marked before stage-out: a run that dies in stage-out (its node
     # lost) does not run the script again, only what follows it
     body = ['if [ -s "$mark.script" ]; then',
@@ -85,6 +84,9 @@ def render(script_name: str, script: str, workdir: str, stage: str | None) -> st
             # a builtin write, no process: the instant between the script's end and this
             # mark (where a lost node makes the script run again) stays well under 1 ms
             '  printf "%s\\n" "$rc" > "$mark.script"',
+            '  if [ "$rc" = 0 ] && ! steps_ok; then',
+            '    rc=1; printf "%s\\n" "$rc" > "$mark.script"',
+            "  fi",
             "fi",
             *last]
     return "\n".join([
@@ -95,23 +97,15 @@ def render(script_name: str, script: str, workdir: str, stage: str | None) -> st
         f"cd {wdir} || exit 1",
         "mkdir -p .cloudhpc",
         'mark=".cloudhpc/run"  # one per submission, whatever job id Slurm gave it',
-        "age() { echo $(( $(date +%s) - $(stat -c %Y \"$1\" 2>/dev/null || echo 0) )); }",
         STEPS_OK,
-        "# two launches of one submission decide one at a time (check, then claim)",
-        'exec 9>>"$mark.lock" && flock 9',
-        f'while [ ! -s "$mark.rc" ] && [ -e "$mark.alive" ] && [ "$(age "$mark.alive")" -lt '
-        f"{STALE} ]; do",
-        "  sleep 1  # a first run of this job is still going (slurmctld restarted)",
-        "done",
+        "# held until this run ends: a later launch of the submission waits here while an",
+        "# earlier run is alive (it is released when its holder dies)",
+        'exec 9>>"$mark.lock" && flock 9 || exit 1',
         'if [ -s "$mark.rc" ]; then',
         '  echo "cloudhpc: this submission already ran to its end; not running it again" >&2',
         '  exit "$(cat "$mark.rc")"',
         "fi",
-        'touch "$mark.alive"',
-        f'( while sleep {BEAT}; do touch "$mark.alive"; done ) 9>&- & beat=$!',
-        "flock -u 9; exec 9>&-",
         *body,
-        'kill "$beat" 2>/dev/null',
         'printf "%s\\n" "$rc" > "$mark.rc"',
         "exit $rc",
         ""])

@@ -20,11 +20,11 @@ from cloudhpc.secretfile import READ_ONLY, write_secret
 from cloudhpc.slurm import accounting
 from cloudhpc.slurm.conf import (
     NODE_SPOOL,
-    OMPI_MCA_PARAMS,
     TASK_PROLOG,
     USER_PROLOG,
     SlurmPaths,
     ctld_prolog,
+    ompi_mca_params,
     render,
 )
 from cloudhpc.storage.account import BlobAccount
@@ -73,7 +73,7 @@ def write_cluster_files(plan: Plan, cdir: ClusterDir) -> None:
         Path(path).write_text(text)
         Path(path).chmod(0o755)
     (cdir.etc / "hosts").write_text(hosts_file(plan))
-    (cdir.etc / "openmpi-mca-params.conf").write_text(OMPI_MCA_PARAMS)
+    (cdir.etc / "openmpi-mca-params.conf").write_text(ompi_mca_params(plan))
     token = cdir.etc / "control.token"
     if not token.exists():
         write_secret(token, secrets.token_urlsafe(32), exclusive=True)
