@@ -19,6 +19,7 @@ does not run it again (submit it again instead)."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -50,6 +51,16 @@ STEPS_OK = r"""steps_ok() {
   echo "cloudhpc: job step ${bad%%|*} failed (${bad#*|}): the job fails with it" >&2
   return 1
 }"""
+
+
+LAUNCHERS = re.compile(r"\b(srun|mpirun|mpiexec|orterun|prterun)\b")
+
+
+def launches_steps(script: str) -> bool:
+    """Whether a script names a job step launcher: only then are its steps checked (one
+    sacct call; a trivial job is not slowed). A program that runs srun itself, unnamed in
+    the script, has its steps' failures recorded by Slurm but not made the job's."""
+    return LAUNCHERS.search(script) is not None
 
 
 def directives(script: str) -> list[str]:
@@ -84,9 +95,9 @@ def render(script_name: str, script: str, workdir: str, stage: str | None) -> st
             # a builtin write, no process: the instant between the script's end and this
             # mark (where a lost node makes the script run again) stays well under 1 ms
             '  printf "%s\\n" "$rc" > "$mark.script"',
-            '  if [ "$rc" = 0 ] && ! steps_ok; then',
-            '    rc=1; printf "%s\\n" "$rc" > "$mark.script"',
-            "  fi",
+            *(['  if [ "$rc" = 0 ] && ! steps_ok; then',
+               '    rc=1; printf "%s\\n" "$rc" > "$mark.script"',
+               "  fi"] if launches_steps(script) else []),
             "fi",
             *last]
     return "\n".join([
