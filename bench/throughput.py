@@ -63,8 +63,10 @@ def apply_variant(c: Cluster, name: str) -> None:
     time.sleep(1)
 
 
-def one_run(jobs: int, variant: str) -> tuple[int, dict[str, float], dict[str, float]]:
-    with bench_home(), cluster(template("b-tput", "198.19.23.0/24", 4)) as c, \
+def one_run(jobs: int, variant: str, accounting: bool = True,
+            ) -> tuple[int, dict[str, float], dict[str, float]]:
+    spec = {**template("b-tput", "198.19.23.0/24", 4), "accounting": {"enabled": accounting}}
+    with bench_home(), cluster(spec) as c, \
             tempfile.TemporaryDirectory() as tmp:
         if VARIANTS[variant]:
             apply_variant(c, variant)
@@ -93,13 +95,17 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="cloudhpc")
+    parser.add_argument("--no-accounting", action="store_true",
+                        help="a cluster without slurmdbd (what accounting costs)")
     args = parser.parse_args()
-    runs = [one_run(args.jobs, args.variant) for _ in range(args.repeat)]
+    runs = [one_run(args.jobs, args.variant, not args.no_accounting)
+            for _ in range(args.repeat)]
     slots = runs[0][0]
     raw = median([r[1]["completed_per_s"] for r in runs])
     api = median([r[2]["completed_per_s"] for r in runs])
     print(json.dumps({
         "benchmark": "throughput", "variant": args.variant, "nodes": 4, "job_slots": slots,
+        "accounting": not args.no_accounting,
         "jobs_per_run": args.jobs, "runs": args.repeat,
         "raw_sbatch_completed_per_s_median": raw, "cloudhpc_completed_per_s_median": api,
         "cloudhpc_vs_raw": round(api / raw, 3), "target_jobs_per_s": round(0.8 * slots, 1),
