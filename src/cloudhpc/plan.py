@@ -147,6 +147,17 @@ def node_memory_mib(t: Template, size_name: str) -> int:
     return local_memory_mib(size_name, t.local.memory_cap_gib)
 
 
+# How long Slurm waits for a node it asked for, and for one it let go. Locally a node is up
+# in about a second and gone in less. On Azure a VM takes minutes to boot and install, and
+# to delete: CycleCloud's Slurm integration uses ResumeTimeout=1800 and SuspendTimeout=600.
+RESUME_TIMEOUT = {"local": 120, "azure": 1800}
+SUSPEND_TIMEOUT = {"local": 3, "azure": 600}
+
+
+def resume_timeout(t: Template) -> int:
+    return RESUME_TIMEOUT.get(t.provider, 1800)
+
+
 def head_address(t: Template) -> str:
     """The head's address, without planning every node."""
     return str(ipaddress.ip_network(t.network.cidr).network_address + first_free(t.provider))
@@ -174,7 +185,8 @@ def make_plan(t: Template) -> Plan:
         partition = ns.partition or ns.name
         members.setdefault(partition, []).extend(names)
         sets.append(NodeSetPlan(ns.name, partition, ns.min, ns.max, ns.idle_timeout,
-                                ns.resume_timeout, weight=10 * (i + 1)))
+                                ns.resume_timeout or resume_timeout(t),
+                                weight=10 * (i + 1)))
     partitions = [Partition(name, names, default=k == 0)
                   for k, (name, names) in enumerate(members.items())]
     return Plan(t.name, str(net), gateway, t.network.mtu, nodes, partitions, short_id(t.name),

@@ -269,7 +269,7 @@ def test_the_head_shares_its_shared_directory_with_compute_vms_over_nfs() -> Non
     head = yaml.safe_load(cloudinit.user_data(model, "head"))
     exports = next(f for f in head["write_files"] if f["path"] == cloudinit.EXPORTS_PATH)
     assert exports["content"].split() == [
-        shared, "10.42.0.0/22(rw,sync,no_subtree_check,no_root_squash)"]
+        shared, "10.42.0.0/22(rw,sync,no_subtree_check,root_squash)"]  # a VM's root is nobody
     assert head["runcmd"].index(["exportfs", "-ra"]) < len(head["runcmd"]) - 1
     compute = yaml.safe_load(cloudinit.user_data(model, "compute", "hb"))
     assert not any(f["path"] == cloudinit.EXPORTS_PATH for f in compute["write_files"])
@@ -344,3 +344,34 @@ def test_azure_nodes_declare_what_their_size_has() -> None:
     assert node is not None and node.cpus == 120
     assert node.memory_mib == int(448 * 1024 * 0.95)  # Standard_HB120rs_v3: 448 GiB
     assert "CPUs=120 " in render_nodes(make_plan(model))
+
+
+def test_compute_vms_get_no_control_token_and_the_head_runs_accounting() -> None:
+    """Issue 14, finding 16: the control plane's token was written to every compute VM.
+    The head's custom data holds it (and slurmdbd, MariaDB); a compute VM's does not."""
+    model, _ = load(EXAMPLE)
+    arm, _ = export(model)
+    vms = {r["name"]: r for r in arm["resources"]
+           if r["type"] == "Microsoft.Compute/virtualMachines"}
+    for name, res in vms.items():
+        data = res["properties"]["osProfile"]["customData"]
+        is_head = "head" in str(name)
+        assert ("parameters('clusterToken')" in data) is is_head, name
+    head = yaml.safe_load(cloudinit.user_data(model, "head"))
+    assert {"slurmdbd", "mariadb-server"} <= set(head["packages"])
+    assert any(f["path"] == "/etc/cloudhpc/control.token" for f in head["write_files"])
+    compute = yaml.safe_load(cloudinit.user_data(model, "compute", "hb"))
+    assert not any("control.token" in f["path"] for f in compute["write_files"])
+
+
+def test_azure_waits_minutes_for_vms_where_namespaces_wait_seconds() -> None:
+    """Issue 14, finding 13: ResumeTimeout 120 s and SuspendTimeout 3 s were made for
+    namespaces; on Azure a VM boots and installs for minutes (CycleCloud: 1800 and 600)."""
+    from cloudhpc.slurm.conf import SlurmPaths, render
+
+    model, _ = load(EXAMPLE)
+    azure = render(make_plan(model.model_copy(update={"provider": "azure"})), SlurmPaths("/s"))
+    assert "ResumeTimeout=1800" in azure and "SuspendTimeout=600" in azure
+    local = render(make_plan(model.model_copy(update={"provider": "local"})), SlurmPaths("/s"))
+    # the template names 900 s for one node set; the other takes the provider's default
+    assert "ResumeTimeout=900" in local and "SuspendTimeout=3" in local

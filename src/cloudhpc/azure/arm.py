@@ -63,9 +63,12 @@ def custom_data(t: Template, role: str, nodeset: str | None = None) -> str:
     where its placeholders are (the text itself holds no secret)."""
     text = cloudinit.user_data(t, role, nodeset)
     munge_pre, _, rest = text.partition(cloudinit.MUNGE_KEY)
-    token_pre, _, tail = rest.partition(cloudinit.CLUSTER_TOKEN)
-    parts = [_literal(munge_pre), "parameters('mungeKey')", _literal(token_pre),
-             "parameters('clusterToken')", _literal(tail)]
+    parts = [_literal(munge_pre), "parameters('mungeKey')"]
+    if cloudinit.CLUSTER_TOKEN in rest:  # the head's alone
+        token_pre, _, tail = rest.partition(cloudinit.CLUSTER_TOKEN)
+        parts += [_literal(token_pre), "parameters('clusterToken')", _literal(tail)]
+    else:
+        parts.append(_literal(rest))
     return f"[base64(concat({', '.join(parts)}))]"
 
 

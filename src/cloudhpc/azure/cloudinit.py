@@ -21,7 +21,7 @@ MUNGE_KEY = "@@MUNGE_KEY@@"
 CLUSTER_TOKEN = "@@CLUSTER_TOKEN@@"
 PACKAGES = {
     "head": ["slurmctld", "slurm-client", "munge", "openmpi-bin", "python3-venv",
-             "nfs-kernel-server"],
+             "nfs-kernel-server", "slurmdbd", "mariadb-server"],
     "compute": ["slurmd", "slurm-client", "munge", "openmpi-bin", "libopenmpi-dev",
                 "python3-venv", "nfs-common"],
 }
@@ -38,7 +38,9 @@ def _nfs(t: Template, role: str) -> tuple[list[dict[str, str]], list[list[str]]]
     """(files, commands) that share the head's /shared with the compute VMs."""
     shared = shared_dir(t)
     if role == "head":
-        export = f"{shared} {t.network.cidr}(rw,sync,no_subtree_check,no_root_squash)\n"
+        # root on a compute VM is nobody here (root_squash): nothing of cloudhpc's writes
+        # /shared as root from a compute VM, and a VM's root must not own the cluster's files
+        export = f"{shared} {t.network.cidr}(rw,sync,no_subtree_check,root_squash)\n"
         return ([{"path": EXPORTS_PATH, "permissions": "0644", "content": export}],
                 [["mkdir", "-p", shared], ["exportfs", "-ra"]])
     head = head_address(t)
@@ -63,8 +65,8 @@ def user_data(t: Template, role: str, nodeset: str | None = None) -> str:
             {"path": CONFIG_PATH, "permissions": "0600", "content": config},
             {"path": "/etc/cloudhpc/munge.key.b64", "permissions": "0400",
              "content": MUNGE_KEY},
-            {"path": "/etc/cloudhpc/control.token", "permissions": "0600",
-             "content": CLUSTER_TOKEN},
+            *([{"path": "/etc/cloudhpc/control.token", "permissions": "0600",
+                "content": CLUSTER_TOKEN}] if role == "head" else []),
             *nfs_files,
         ],
         "runcmd": [

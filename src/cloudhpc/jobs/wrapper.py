@@ -34,15 +34,17 @@ STAGE_OUT_FAILED = 98
 # A job whose script ended well but one of whose srun steps failed (an MPI launch that
 # could not start its ranks, a rank that crashed) has failed: Slurm alone records it
 # COMPLETED when the script's last command succeeds. Steps are read from accounting (the
-# job's own, as its user); a step still RUNNING there is asked again for up to 5 s; with
-# accounting off or not answering, the script's exit code stands.
+# job's own, as its user). slurmctld sends steps to slurmdbd a moment after they end: while
+# none is recorded yet, or one still shows RUNNING, accounting is asked again for up to 5 s.
+# With accounting off or not answering, the script's exit code stands.
 STEPS_OK = r"""steps_ok() {
   [ -n "$SLURM_JOB_ID" ] && command -v sacct >/dev/null || return 0
-  local i rows bad
+  local i out rows bad
   for i in 1 2 3 4 5 6 7 8 9 10; do
-    rows=$(timeout 10 sacct -n -P -j "$SLURM_JOB_ID" --format=JobID,State,ExitCode \
-      2>/dev/null | grep -v -e "^$SLURM_JOB_ID|" -e '\.batch|' -e '\.extern|') || return 0
-    echo "$rows" | grep -q '|RUNNING|' || break
+    out=$(timeout 10 sacct -n -P -j "$SLURM_JOB_ID" --format=JobID,State,ExitCode \
+      2>/dev/null) || return 0
+    rows=$(echo "$out" | grep -v -e "^$SLURM_JOB_ID|" -e '\.batch|' -e '\.extern|')
+    [ -n "$rows" ] && ! echo "$rows" | grep -q '|RUNNING|' && break
     sleep 0.5
   done
   bad=$(echo "$rows" | grep -E '\|(FAILED|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE)\|' \

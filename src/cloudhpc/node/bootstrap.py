@@ -51,20 +51,25 @@ exec {python} -m cloudhpc.autoscale.power {state} {action} "$1"
 """
 
 
-def write_cluster_files(plan: Plan, cdir: ClusterDir) -> None:
-    """Write everything nodes share: slurm.conf, munge key, hosts, MPI defaults."""
-    for d in (cdir.root, cdir.etc, cdir.slurm_etc, cdir.shared / "jobs", cdir.logs,
-              cdir.root / "slurm" / "ctld", cdir.root / "slurm" / "spool", cdir.root / "nodes"):
+def write_cluster_files(plan: Plan, cdir: ClusterDir, head: bool = True) -> None:
+    """Write everything nodes share: slurm.conf, munge key, hosts, MPI defaults. HEAD: also
+    what only the head (locally: this machine) has: /shared's folders (compute VMs mount it
+    from the head, as root squashed to nobody), the control token and power programs, the
+    blob account, the API certificate and accounting's files. A compute VM gets none of
+    those secrets."""
+    for d in (cdir.root, cdir.etc, cdir.slurm_etc, cdir.logs, cdir.root / "slurm" / "ctld",
+              cdir.root / "slurm" / "spool", cdir.root / "nodes"):
         d.mkdir(parents=True, exist_ok=True)
     os.chmod(cdir.root, 0o700)
-    # /shared/jobs: cloudhpc makes each job's directory (0700, its user's); users may not
-    # list or add entries. /shared/.cloudhpc: cloudhpc's own (program cache, job records),
-    # written by root only
-    for folder, mode in ((cdir.shared, 0o755), (cdir.shared / "jobs", 0o711),
-                         (cdir.shared / ".cloudhpc", 0o755), (cdir.exe_cache, 0o755),
-                         (cdir.jobs_meta, 0o711), (cdir.homes, 0o755)):
-        folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(folder, mode)
+    if head:
+        # /shared/jobs: cloudhpc makes each job's directory (0700, its user's); users may
+        # not list or add entries. /shared/.cloudhpc: cloudhpc's own (program cache, job
+        # records), written by root only
+        for folder, mode in ((cdir.shared, 0o755), (cdir.shared / "jobs", 0o711),
+                             (cdir.shared / ".cloudhpc", 0o755), (cdir.exe_cache, 0o755),
+                             (cdir.jobs_meta, 0o711), (cdir.homes, 0o755)):
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(folder, mode)
     paths = SlurmPaths(str(cdir.root))
     cdir.slurm_conf.write_text(render(plan, paths))
     for path, text in ((paths.task_prolog, TASK_PROLOG),
@@ -74,6 +79,10 @@ def write_cluster_files(plan: Plan, cdir: ClusterDir) -> None:
         Path(path).chmod(0o755)
     (cdir.etc / "hosts").write_text(hosts_file(plan))
     (cdir.etc / "openmpi-mca-params.conf").write_text(ompi_mca_params(plan))
+    if not cdir.munge_key.exists():
+        write_secret(cdir.munge_key, secrets.token_bytes(1024), mode=READ_ONLY, exclusive=True)
+    if not head:
+        return
     token = cdir.etc / "control.token"
     if not token.exists():
         write_secret(token, secrets.token_urlsafe(32), exclusive=True)
@@ -91,8 +100,6 @@ def write_cluster_files(plan: Plan, cdir: ClusterDir) -> None:
         make_certificate(cdir.etc, plan.cluster, plan.head.address)
     accounting.restore_kept(plan, cdir)
     accounting.write_files(plan, cdir)
-    if not cdir.munge_key.exists():
-        write_secret(cdir.munge_key, secrets.token_bytes(1024), mode=READ_ONLY, exclusive=True)
 
 
 def ensure_mount_points() -> None:

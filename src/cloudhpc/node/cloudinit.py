@@ -57,9 +57,11 @@ def prepare(config_path: Path, node_name: str | None = None) -> Path:
         raise CloudHPCError("the munge key from the deployment is shorter than 32 bytes",
                             hint="pass mungeKey=$(head -c 1024 /dev/urandom | base64 -w0)")
     write_secret(cdir.munge_key, key, mode=READ_ONLY)
-    write_secret(cdir.etc / "control.token", _secret(config_path.parent, "control.token"))
+    head = config["role"] == "head"
+    if head:  # the control plane's token: the head's alone (compute VMs are not given it)
+        write_secret(cdir.etc / "control.token", _secret(config_path.parent, "control.token"))
     cdir.write_template(config["template"])
-    bootstrap.write_cluster_files(plan, cdir)
+    bootstrap.write_cluster_files(plan, cdir, head=head)
     bootstrap.ensure_mount_points()
     node = _this_node(plan, config["role"], node_name or socket.gethostname())
     return bootstrap.write_node_spec(node, cdir)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import hostlist
 
-from cloudhpc.plan import Plan
+from cloudhpc.plan import SUSPEND_TIMEOUT, Plan
 from cloudhpc.slurm import accounting
 
 NODE_TASK_PROLOG = "/etc/slurm/task-prolog.sh"
@@ -145,9 +145,9 @@ def render_power_save(plan: Plan, paths: SlurmPaths) -> str:
         f"SuspendProgram={paths.power('suspend')}",
         f"ResumeFailProgram={paths.power('resume_fail')}",
         f"ResumeTimeout={resume_timeout}",
-        # the local provider removes a node in well under a second; until SuspendTimeout has
-        # passed Slurm will not power the node up again for a new job
-        "SuspendTimeout=3",
+        # until SuspendTimeout has passed Slurm will not power the node up again for a new
+        # job: the local provider removes a node in well under a second, Azure in minutes
+        f"SuspendTimeout={SUSPEND_TIMEOUT.get(plan.provider, 600)}",
         "ResumeRate=0",
         "SuspendRate=0",
         f"SuspendTime={min(s.idle_timeout for s in plan.nodesets if s.dynamic)}",

@@ -45,8 +45,9 @@ class NodeSet(_Model):
         "share a partition back each other up when one cannot grow")
     idle_timeout: int = Field(300, ge=5, le=86400,
                               description="seconds a dynamic node may stay idle before removal")
-    resume_timeout: int = Field(120, ge=10, le=3600,
-                                description="seconds a new node may take to join Slurm")
+    resume_timeout: int | None = Field(
+        None, ge=10, le=7200, description="seconds a new node may take to join Slurm "
+        "(default: 120 locally; 1800 on Azure, where a VM boots and installs for minutes)")
 
 
 class LocalProvider(_Model):
