@@ -96,6 +96,24 @@ def test_head_bootstraps_from_its_custom_data(vm_netns: str, home: Path,
     cred = subprocess.run([*enter, "sh", "-c", "munge -n | unmunge"], capture_output=True,
                           text=True)
     assert "STATUS:          Success" in cred.stdout, cred.stderr
+    # the head's REST API finds its cluster (issue 14, finding 9: it exited, "no cluster")
+    # and answers over HTTPS with the certificate made on the VM
+    model_plan = make_plan(model)
+    probe = ("import ssl, sys, urllib.request; c = ssl.create_default_context(cafile=sys.argv[2]);"
+             "print(urllib.request.urlopen(sys.argv[1], context=c, timeout=5).status)")
+    cert = state / "clusters" / "t-cinit" / "etc" / "api.crt"
+    url = f"https://{model_plan.head.address}:8443/healthz"
+    answer = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        answer = subprocess.run([*enter, sys.executable, "-c", probe, url, str(cert)],
+                                capture_output=True, text=True)
+        if answer.stdout.strip() == "200":
+            break
+        time.sleep(0.5)
+    api_log = node_dir / "logs" / "api.log"
+    assert answer is not None and answer.stdout.strip() == "200", (
+        answer.stderr if answer else "", api_log.read_text() if api_log.exists() else "")
 
 
 def test_user_prolog_makes_the_jobs_user_on_a_vm_with_its_own_user_database(

@@ -23,6 +23,7 @@ from cloudhpc.paths import ClusterDir, home
 from cloudhpc.plan import NodeSpec, Plan, make_plan
 from cloudhpc.runner import Runner
 from cloudhpc.secretfile import READ_ONLY, write_secret
+from cloudhpc.state import Store
 from cloudhpc.template.schema import Template
 
 
@@ -62,6 +63,11 @@ def prepare(config_path: Path, node_name: str | None = None) -> Path:
         write_secret(cdir.etc / "control.token", _secret(config_path.parent, "control.token"))
     cdir.write_template(config["template"])
     bootstrap.write_cluster_files(plan, cdir, head=head)
+    if head:  # the head's API and reconciler find their cluster in the head's own store
+        store = Store(home() / "state.db")
+        if store.cluster(template.name) is None:
+            store.put_cluster(template.name, "azure", "running", config["template"],
+                              template.network.cidr)
     bootstrap.ensure_mount_points()
     node = _this_node(plan, config["role"], node_name or socket.gethostname())
     return bootstrap.write_node_spec(node, cdir)

@@ -29,11 +29,12 @@ def backend_for(template: Template, plan: Plan, cdir: ClusterDir,
 def provider_for(template: Template, plan: Plan, cdir: ClusterDir) -> Provider:
     """The provider the control plane uses to create and remove nodes."""
     if template.provider == "azure":  # on the head VM, with its managed identity
+        from cloudhpc.azure import imds
         from cloudhpc.azure.provider import AzureProvider
 
-        if not (template.azure.subscription and template.azure.resource_group):
-            raise CloudHPCError("the template names no Azure subscription and resource "
-                                "group", hint="cloudhpc up --provider azure sets them")
+        subscription, group = template.azure.subscription, template.azure.resource_group
+        if not (subscription and group):  # deployed without `cloudhpc up`: ask the VM
+            subscription, group = imds.subscription_and_group()
         # the deployment's secrets, for the custom data of the VMs it creates
         keys = Path(f"/home/{template.azure.admin_user}/.ssh/authorized_keys")
         try:  # the deployment's sshPublicKey, which Azure put on the head
@@ -44,10 +45,8 @@ def provider_for(template: Template, plan: Plan, cdir: ClusterDir) -> Provider:
             raise CloudHPCError(f"no SSH public key in {keys}: VMs made for Slurm need one",
                                 hint="deploy with the sshPublicKey parameter")
         secrets = {"mungeKey": base64.b64encode(cdir.munge_key.read_bytes()).decode(),
-                   "clusterToken": (cdir.etc / "control.token").read_text().strip(),
-                   "sshPublicKey": ssh_key}
-        return AzureProvider(template, plan, template.azure.subscription,
-                             template.azure.resource_group, secrets=secrets)
+                   "sshPublicKey": ssh_key}  # the control token stays on the head
+        return AzureProvider(template, plan, subscription, group, secrets=secrets)
     from cloudhpc.providers.local import LocalBackend
 
     return LocalBackend(plan, cdir)
