@@ -375,3 +375,15 @@ def test_azure_waits_minutes_for_vms_where_namespaces_wait_seconds() -> None:
     local = render(make_plan(model.model_copy(update={"provider": "local"})), SlurmPaths("/s"))
     # the template names 900 s for one node set; the other takes the provider's default
     assert "ResumeTimeout=900" in local and "SuspendTimeout=3" in local
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "0.0.0.0/1", "::/0", "*", "Internet",
+                                  "64.0.0.0/2"])
+def test_a_head_open_to_the_internet_is_warned_about(cidr: str) -> None:
+    """Issue 14, finding 16: 0.0.0.0/0 was accepted without a warning (and other spellings
+    of the whole internet were never looked at)."""
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["azure"]["api_cidrs"] = ["203.0.113.0/24", cidr]
+    model, findings = check(data)
+    warned = [f for f in findings if f.level is Level.WARNING and "internet" in f.message]
+    assert warned and warned[0].path == ("azure", "api_cidrs", 1), findings

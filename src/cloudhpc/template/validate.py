@@ -178,20 +178,26 @@ def azure(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator
                      "one partition", lines)
     for key in ("ssh_cidrs", "api_cidrs"):
         for k, cidr in enumerate(getattr(az, key)):
+            if cidr in ("*", "Internet", "Any"):
+                yield _f(Level.WARNING, ("azure", key, k), f"{cidr!r} opens the head to the "
+                         "whole internet", "list only your own networks", lines)
+                continue
             try:
-                ipaddress.ip_network(cidr, strict=False)
+                net = ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 yield _f(Level.ERROR, ("azure", key, k), f"{cidr!r} is not a CIDR",
                          "write it like 203.0.113.0/24", lines)
+                continue
+            if net.prefixlen < 8:  # 0.0.0.0/0 and every spelling as wide as the internet
+                yield _f(Level.WARNING, ("azure", key, k), f"{cidr} opens the head to "
+                         f"{net.num_addresses:,} addresses (the whole internet or most of it)",
+                         "list only your own networks", lines)
     if az.head_public_ip and not az.ssh_cidrs and not az.api_cidrs:
         yield _f(Level.WARNING, ("azure", "ssh_cidrs"), "the head has a public IP but no "
                  "address may reach it", "list your network in azure.ssh_cidrs", lines)
     if not t.api.https:
         yield _f(Level.ERROR, ("api", "https"), "an Azure head's API faces a network: it is "
                  "served over HTTPS only", "remove api.https: false", lines)
-    if "0.0.0.0/0" in az.ssh_cidrs + az.api_cidrs or "*" in az.ssh_cidrs + az.api_cidrs:
-        yield _f(Level.WARNING, ("azure", "api_cidrs"), "0.0.0.0/0 opens the head to the "
-                 "whole internet", "list only your own networks", lines)
     if len(az.image.split(":")) != 4:
         yield _f(Level.ERROR, ("azure", "image"), f"image {az.image!r} is not "
                  "PUBLISHER:OFFER:SKU:VERSION", "e.g. Debian:debian-12:12-gen2:latest", lines)
