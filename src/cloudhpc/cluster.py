@@ -28,7 +28,7 @@ from cloudhpc.node import bootstrap
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import Plan, Role, make_plan
 from cloudhpc.providers.base import Backend, NodeState
-from cloudhpc.report import DEFAULT_SINCE, By, ReportError, since_time
+from cloudhpc.report import DEFAULT_SINCE, By, ReportError, since_time, until_time
 from cloudhpc.report import report as make_report
 from cloudhpc.runner import BASE_PATH, Result, Runner
 from cloudhpc.slurm.accounting import Associations
@@ -353,15 +353,15 @@ class Cluster:
         if not self.plan.accounting.enabled:
             raise ReportError(f"cluster '{self.name}' has accounting disabled",
                               hint="set accounting.enabled: true in its template")
-        start = since_time(since)
+        start, until = since_time(since), until_time()
         try:
-            records = self.slurm.usage(start)
+            records = self.slurm.usage(start, until)
         except CommandError as exc:
             raise ReportError(f"Slurm accounting did not answer: {exc.stderr.strip()}",
                               hint="slurmdbd may be starting: see logs/slurmdbd.log") from exc
         if uid is not None:
             records = [r for r in records if r.uid == uid]
-        return make_report(records, self.plan, by, start)
+        return make_report(records, self.plan, by, start, until)
 
     def jobs(self, history: bool = False) -> list[Job]:
         return self.service.jobs(include_history=history)

@@ -41,6 +41,13 @@ def since_time(since: str, now: float | None = None) -> str:
                       "(2026-11-01 or 2026-11-01T08:00)")
 
 
+def until_time(now: float | None = None) -> str:
+    """sacct's --endtime: a minute ahead. sacct takes 'now' to the second, and a job that
+    ended in that second was left out."""
+    now = time.time() if now is None else now
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now + 60))
+
+
 @dataclass(frozen=True)
 class JobUsage:
     record: UsageRecord
@@ -88,8 +95,9 @@ def daily(records: Iterable[UsageRecord], plan: Plan) -> list[dict[str, Any]]:
     return [days[d] for d in sorted(days)]
 
 
-def report(records: list[UsageRecord], plan: Plan, by: By, since: str) -> dict[str, Any]:
-    return {"cluster": plan.cluster, "since": since, "by": by,
+def report(records: list[UsageRecord], plan: Plan, by: By, since: str,
+           until: str) -> dict[str, Any]:
+    return {"cluster": plan.cluster, "since": since, "until": until, "by": by,
             "currency": prices().currency, "rows": summarize(records, plan, by),
             "days": daily(records, plan),
             "note": "node-seconds from Slurm accounting (sacct); cost at the VM sizes' list "

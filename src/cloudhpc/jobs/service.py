@@ -28,6 +28,7 @@ from cloudhpc.jobs.submissions import KeyInUse, Submission, Submissions
 from cloudhpc.jobs.wait import wait_until_done
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import Plan
+from cloudhpc.report import job_usage
 from cloudhpc.slurm.accounting import Associations
 from cloudhpc.slurm.client import SlurmClient, parse_jobcomp
 from cloudhpc.slurm.conf import COMMENT_PREFIX, GRANT_PREFIX, SlurmPaths
@@ -278,10 +279,22 @@ class JobService:
         return self._with_cost(self._with_staging(self._get(job_id)))
 
     def _with_cost(self, job: Job) -> Job:
-        """Node-seconds and estimated cost of a finished job, from its nodes' sizes."""
+        """Node-seconds and estimated cost of a finished job: from Slurm's accounting (the
+        seconds it held its nodes, as `cloudhpc report` sums them), or, with accounting off
+        or not answering, from its start and end times; priced by its nodes' sizes."""
         if not job.done or not job.nodes or not job.start_time or \
                 job.end_time < job.start_time:
             return job
+        if self.plan.accounting.enabled:
+            try:
+                found = [r for r in self.slurm.usage("", "", job_id=job.job_id)
+                         if r.job_id == job.job_id and r.uid == job.uid]
+            except CommandError:
+                found = []
+            if found:
+                use = job_usage(found[-1], self.plan)
+                return dataclasses.replace(job, node_seconds=float(use.node_seconds),
+                                           cost_usd=round(use.cost, 8))
         sizes = []
         for name in hostlist.expand_hostlist(job.nodes):
             node = self.plan.node(name)

@@ -35,12 +35,13 @@ STAGE_OUT_FAILED = 98
 # could not start its ranks, a rank that crashed) has failed: Slurm alone records it
 # COMPLETED when the script's last command succeeds. Steps are read from accounting (the
 # job's own, as its user). slurmctld sends steps to slurmdbd a moment after they end: while
-# none is recorded yet, or one still shows RUNNING, accounting is asked again for up to 5 s.
+# none is recorded yet, or one still shows RUNNING, accounting is asked again for up to 30 s
+# (a second or two usually; longer while slurmctld's queue to a restarted slurmdbd drains).
 # With accounting off or not answering, the script's exit code stands.
 STEPS_OK = r"""steps_ok() {
   [ -n "$SLURM_JOB_ID" ] && command -v sacct >/dev/null || return 0
   local i out rows bad
-  for i in 1 2 3 4 5 6 7 8 9 10; do
+  for i in $(seq 60); do
     out=$(timeout 10 sacct -n -P -j "$SLURM_JOB_ID" --format=JobID,State,ExitCode \
       2>/dev/null) || return 0
     rows=$(echo "$out" | grep -v -e "^$SLURM_JOB_ID|" -e '\.batch|' -e '\.extern|')

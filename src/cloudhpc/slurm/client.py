@@ -213,6 +213,7 @@ def parse_jobcomp(text: str) -> list[JobcompRecord]:
     return list(found.values())
 
 
+ALL_STATES = "BF,CA,CD,DL,F,NF,OOM,PD,PR,R,RQ,RS,RV,S,TO"
 USAGE_FIELDS = ["JobIDRaw", "UID", "User", "Account", "Partition", "NNodes", "AllocCPUS",
                 "ElapsedRaw", "NodeList", "State", "Start", "End"]
 
@@ -393,7 +394,7 @@ class SlurmClient:
         self.exec_head(["sacctmgr", "--immediate", "add", "user", user,
                         f"account={account}", f"defaultaccount={account}"])
 
-    def usage(self, since: str, until: str = "now", job_id: int | None = None,
+    def usage(self, since: str, until: str, job_id: int | None = None,
               ) -> list[UsageRecord]:
         """Jobs that ran between SINCE and UNTIL (sacct's time formats), from accounting:
         allocations only (no steps). Every field is one Slurm sets (ids, counts, times,
@@ -401,8 +402,10 @@ class SlurmClient:
         read."""
         argv = ["sacct", "--allusers", "--allocations", "--noheader", "--parsable2",
                 "--delimiter=\x1f", f"--format={','.join(USAGE_FIELDS)}"]
+        # every state named: a window query without states selects by eligible time, and
+        # some jobs are recorded with none ('Unknown'; seen for a job started at once)
         argv += ["--jobs", str(job_id)] if job_id is not None else \
-            [f"--starttime={since}", f"--endtime={until}"]
+            [f"--starttime={since}", f"--endtime={until}", f"--state={ALL_STATES}"]
         return parse_usage(self.exec_head(argv).stdout)
 
     # -- the controller -----------------------------------------------------------------
