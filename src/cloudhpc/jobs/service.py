@@ -287,8 +287,10 @@ class JobService:
             return job
         if self.plan.accounting.enabled:
             try:
+                # its end recorded (slurmdbd hears of it a moment after the job is done)
                 found = [r for r in self.slurm.usage("", "", job_id=job.job_id)
-                         if r.job_id == job.job_id and r.uid == job.uid]
+                         if r.job_id == job.job_id and r.uid == job.uid
+                         and r.state not in ("PENDING", "RUNNING", "REQUEUED", "SUSPENDED")]
             except CommandError:
                 found = []
             if found:

@@ -67,9 +67,11 @@ def write_cluster_files(plan: Plan, cdir: ClusterDir, head: bool = True) -> None
         # records), written by root only
         for folder, mode in ((cdir.shared, 0o755), (cdir.shared / "jobs", 0o711),
                              (cdir.shared / ".cloudhpc", 0o755), (cdir.exe_cache, 0o755),
-                             (cdir.jobs_meta, 0o711), (cdir.homes, 0o755)):
+                             (cdir.jobs_meta, 0o711)):
             folder.mkdir(parents=True, exist_ok=True)
             os.chmod(folder, mode)
+    cdir.homes.mkdir(parents=True, exist_ok=True)  # every node binds it at /home
+    os.chmod(cdir.homes, 0o755)
     paths = SlurmPaths(str(cdir.root))
     cdir.slurm_conf.write_text(render(plan, paths))
     for path, text in ((paths.task_prolog, TASK_PROLOG),
