@@ -62,9 +62,14 @@ def job_usage(record: UsageRecord, plan: Plan) -> JobUsage:
     unassigned = record.node_list in ("", "None assigned")
     names = [] if unassigned else hostlist.expand_hostlist(record.node_list)
     sizes = [node.size for node in (plan.node(n) for n in names) if node is not None]
+    # Slurm's record of a job that started at once may name fewer nodes than it had (seen:
+    # a 2-node job recorded with NodeList 'hpc-1' and no partition): the nodes it does not
+    # name are priced as the ones it names
+    if sizes and len(sizes) < record.nodes:
+        sizes += [sizes[0]] * (record.nodes - len(sizes))
     per_hour = sum(hourly(s) for s in sizes if s)
     return JobUsage(record, record.nodes * record.seconds, record.cpus * record.seconds,
-                    round(per_hour * record.seconds / 3600, 6))
+                    round(per_hour * record.seconds / 3600, 8))
 
 
 def summarize(records: Iterable[UsageRecord], plan: Plan, by: By) -> list[dict[str, Any]]:

@@ -187,3 +187,11 @@ def test_usage_rows_keep_only_whole_records() -> None:
     extra = good + "\x1fmore"
     (only,) = parse_usage("\n".join([good, broken, extra, ""]))
     assert (only.job_id, only.uid, only.nodes, only.seconds) == (12, 1001, 2, 60)
+
+
+def test_a_record_naming_fewer_nodes_than_it_had_is_priced_for_all() -> None:
+    """Seen on a real cluster: a 2-node job recorded with NodeList 'hpc-1' (half its cost)."""
+    plan = make_plan(template())
+    from cloudhpc.cost import hourly
+    (row,) = summarize([record(4, "root", "root", "hpc-1", 2, 3600)], plan, "user")
+    assert row["cost"] == pytest.approx(2 * hourly("Standard_D4s_v5"), rel=1e-6)
