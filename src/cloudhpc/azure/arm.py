@@ -87,7 +87,7 @@ def _os_profile(t: Template, computer: str, key: str, role: str,
 
 
 def _image(t: Template) -> dict[str, str]:
-    return vm.image(t)
+    return vm.image("[parameters('imageId')]")
 
 
 def _arm_rid(rtype: str, name: str) -> str:
@@ -188,6 +188,8 @@ def _nodeset(t: Template, n: dict[str, str], ns: NodeSet, plan: Plan) -> list[di
     props: dict[str, Any] = {
         "orchestrationMode": "Flexible",
         "platformFaultDomainCount": 1,
+        # VMs join only a scale set whose singlePlacementGroup is false (attach/detach docs)
+        "singlePlacementGroup": False,
         "virtualMachineProfile": {
             "osProfile": _os_profile(t, ns.name, "computerNamePrefix", "compute", ns.name, data),
             "storageProfile": {"imageReference": _image(t),
@@ -276,6 +278,10 @@ def export(t: Template) -> tuple[dict[str, Any], dict[str, Any]]:
             "location": {"type": "string", "defaultValue": t.azure.region or "eastus",
                          "metadata": {"description": "Azure region"}},
             "adminUsername": {"type": "string", "defaultValue": t.azure.admin_user},
+            "imageId": {"type": "string", "metadata": {
+                "description": "resource id of the node image built from cloudhpc's recipe "
+                "(`cloudhpc image export`, then Packer): a managed image or a gallery image "
+                "version"}},
             "sshPublicKey": {**secure, "metadata": {
                 "description": "SSH public key of the admin user"}},
             "mungeKey": {**secure, "metadata": {

@@ -1,8 +1,10 @@
-"""cloud-init custom data for Azure VMs: install the packages and cloudhpc, write the
-cluster's description, share /shared over NFS (the head exports its directory to the
-cluster's subnet, compute VMs mount it at the same path before they bootstrap: a job's
-directory and its output are on every node, as locally), then run the same node bootstrap
-the local provider runs."""
+"""cloud-init custom data for Azure VMs. The VM boots cloudhpc's node image (everything
+installed: scale-set VMs have no way out to the internet, and nothing is fetched at boot), so
+the custom data only writes the cluster's description and secrets, shares /shared over NFS
+(the head exports its directory to the cluster's subnet; compute VMs mount it at the same
+path through /etc/fstab, so a job's directory and its output are on every node, as locally)
+and enables the `cloudhpc-node` systemd unit, which runs the same node bootstrap the local
+provider runs — at every boot: a rebooted VM rejoins its cluster."""
 
 from __future__ import annotations
 
@@ -19,12 +21,6 @@ from cloudhpc.template.schema import Template
 # never holds a secret.
 MUNGE_KEY = "@@MUNGE_KEY@@"
 CLUSTER_TOKEN = "@@CLUSTER_TOKEN@@"
-PACKAGES = {
-    "head": ["slurmctld", "slurm-client", "munge", "openmpi-bin", "python3-venv",
-             "nfs-kernel-server", "slurmdbd", "mariadb-server"],
-    "compute": ["slurmd", "slurm-client", "munge", "openmpi-bin", "libopenmpi-dev",
-                "python3-venv", "nfs-common"],
-}
 CONFIG_PATH = "/etc/cloudhpc/cluster.json"
 EXPORTS_PATH = "/etc/exports.d/cloudhpc.exports"
 
@@ -32,6 +28,27 @@ EXPORTS_PATH = "/etc/exports.d/cloudhpc.exports"
 def shared_dir(t: Template) -> str:
     """The cluster's /shared on a VM (cloud-init runs without CLOUDHPC_HOME)."""
     return str(ClusterDir.of(t.name, Path(DEFAULT_HOME)).shared)
+
+
+UNIT_PATH = "/etc/systemd/system/cloudhpc-node.service"
+PYTHON = "/opt/cloudhpc/bin/python"  # the node image's cloudhpc (image/provision.sh)
+
+
+def unit(t: Template, role: str) -> str:
+    """The node's systemd unit: the bootstrap and its supervisor, restarted if it dies, at
+    every boot (after /shared is mounted on a compute VM)."""
+    after = "network-online.target"
+    mounts = ""
+    if role != "head":
+        after += " remote-fs.target"
+        mounts = f"RequiresMountsFor={shared_dir(t)}\n"
+    return ("[Unit]\nDescription=cloudhpc node: this VM's Slurm daemons\n"
+            f"Wants=network-online.target\nAfter={after}\n{mounts}"
+            "StartLimitIntervalSec=0\n\n"
+            "[Service]\n"
+            f"ExecStart={PYTHON} -m cloudhpc.node.cloudinit {CONFIG_PATH}\n"
+            "Restart=always\nRestartSec=5\nKillMode=mixed\n\n"
+            "[Install]\nWantedBy=multi-user.target\n")
 
 
 def _nfs(t: Template, role: str) -> tuple[list[dict[str, str]], list[list[str]]]:
@@ -42,11 +59,14 @@ def _nfs(t: Template, role: str) -> tuple[list[dict[str, str]], list[list[str]]]
         # /shared as root from a compute VM, and a VM's root must not own the cluster's files
         export = f"{shared} {t.network.cidr}(rw,sync,no_subtree_check,root_squash)\n"
         return ([{"path": EXPORTS_PATH, "permissions": "0644", "content": export}],
-                [["mkdir", "-p", shared], ["exportfs", "-ra"]])
-    head = head_address(t)
-    mount = (f"until mount -t nfs -o vers=4.2,hard {head}:{shared} {shared}; "
-             "do sleep 5; done")  # the head may still be installing its packages
-    return [], [["mkdir", "-p", shared], ["sh", "-c", mount]]
+                [["mkdir", "-p", shared], ["systemctl", "enable", "--now", "nfs-server"],
+                 ["exportfs", "-ra"]])
+    # in fstab, mounted at every boot; the head may not serve yet: the unit waits for it
+    # (RequiresMountsFor) and systemd retries the mount with the unit
+    line = f"{head_address(t)}:{shared} {shared} nfs vers=4.2,hard,_netdev,nofail 0 0"
+    return ([], [["mkdir", "-p", shared],
+                 ["sh", "-c", f"grep -qs ' {shared} ' /etc/fstab || echo '{line}' >> /etc/fstab"],
+                 ["systemctl", "daemon-reload"]])
 
 
 def cluster_config(t: Template, role: str, nodeset: str | None) -> dict[str, object]:
@@ -59,21 +79,19 @@ def user_data(t: Template, role: str, nodeset: str | None = None) -> str:
     config = json.dumps(cluster_config(t, role, nodeset), sort_keys=True)
     nfs_files, nfs_commands = _nfs(t, role)
     doc = {
-        "package_update": True,
-        "packages": PACKAGES["head" if role == "head" else "compute"],
         "write_files": [
             {"path": CONFIG_PATH, "permissions": "0600", "content": config},
             {"path": "/etc/cloudhpc/munge.key.b64", "permissions": "0400",
              "content": MUNGE_KEY},
             *([{"path": "/etc/cloudhpc/control.token", "permissions": "0600",
                 "content": CLUSTER_TOKEN}] if role == "head" else []),
+            {"path": UNIT_PATH, "permissions": "0644", "content": unit(t, role)},
             *nfs_files,
         ],
         "runcmd": [
             *nfs_commands,
-            ["python3", "-m", "venv", "/opt/cloudhpc"],
-            ["/opt/cloudhpc/bin/pip", "install", "--quiet", t.azure.package],
-            ["/opt/cloudhpc/bin/python", "-m", "cloudhpc.node.cloudinit", CONFIG_PATH],
+            # --no-block: cloud-final finishes; the unit runs on (and at every boot)
+            ["systemctl", "enable", "--now", "--no-block", "cloudhpc-node.service"],
         ],
     }
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000)

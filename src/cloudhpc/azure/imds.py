@@ -45,3 +45,13 @@ def subscription_and_group(timeout: float = 5.0) -> tuple[str, str]:
                             hint="name azure.subscription and azure.resource_group in the "
                             "template")
     return str(sub), str(group)
+
+
+def image_id(timeout: float = 5.0) -> str:
+    """The resource id of the image this VM booted (the node image)."""
+    ref = instance(timeout).get("compute", {}).get("storageProfile", {}).get(
+        "imageReference", {})
+    if not ref.get("id"):
+        raise CloudHPCError("Azure instance metadata names no image id for this VM",
+                            hint="deploy the head from cloudhpc's node image (imageId)")
+    return str(ref["id"])

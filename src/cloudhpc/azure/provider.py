@@ -71,7 +71,8 @@ class AzureProvider:
         admin = self.template.azure.admin_user
         values = vm.VmValues(admin, self.secrets.get("sshPublicKey", ""),
                              f"/home/{admin}/.ssh/authorized_keys",
-                             base64.b64encode(text.encode()).decode())
+                             base64.b64encode(text.encode()).decode(),
+                             self.secrets.get("imageId", ""))
         return {"location": self.template.azure.region,
                 "tags": vm.vm_tags(self.template, ns, node),
                 "properties": vm.vm_properties(self.template, ns, node, values, self._rid)}

@@ -58,15 +58,22 @@ def cluster_secrets(cdir: ClusterDir) -> dict[str, str]:
 
 
 def up(t: Template, store: Store, ssh_key: str | None = None, progress: Progress = _noop,
-       credential: Any = None, **client_kwargs: Any) -> dict[str, Any]:
+       credential: Any = None, image_id: str | None = None,
+       **client_kwargs: Any) -> dict[str, Any]:
     assert t.azure.subscription and t.azure.resource_group
+    if not image_id:
+        raise CloudHPCError("no node image given: Azure VMs boot cloudhpc's node image, with "
+                            "everything installed", hint="build it with Packer from `cloudhpc "
+                            "image export` and pass --image-id RESOURCE_ID (or rehearse: "
+                            "`cloudhpc up TEMPLATE --rehearse`)")
     data = t.model_dump(mode="json")
     existing = store.cluster(t.name)
     if existing is not None and existing.template != data:
         raise CloudHPCError(f"cluster '{t.name}' already exists with another template",
                             hint=f"run `cloudhpc down {t.name}` first, or pick a new name")
     cdir = ClusterDir.of(t.name, store.path.parent)
-    values = {"sshPublicKey": ssh_public_key(ssh_key), **cluster_secrets(cdir)}
+    values = {"sshPublicKey": ssh_public_key(ssh_key), **cluster_secrets(cdir),
+              "imageId": image_id}
     store.put_cluster(t.name, "azure", "creating", data, t.network.cidr)
     deployment = AzureDeployment(t.azure.subscription, t.azure.resource_group, credential,
                                  **client_kwargs)

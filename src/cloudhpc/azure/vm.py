@@ -24,11 +24,13 @@ class VmValues:
     ssh_key: str       # the public key (a parameter in ARM)
     ssh_key_path: str  # where it goes: /home/<admin user>/.ssh/authorized_keys
     custom_data: str   # base64 cloud-init with the secrets in
+    image_id: str = "[parameters('imageId')]"  # the node image's resource id
 
 
-def image(t: Template) -> dict[str, str]:
-    publisher, offer, sku, version = t.azure.image.split(":")
-    return {"publisher": publisher, "offer": offer, "sku": sku, "version": version}
+def image(image_id: str) -> dict[str, str]:
+    """The node image built from cloudhpc's recipe (image/provision.sh), by resource id (a
+    managed image or a gallery image version): nothing is installed at boot."""
+    return {"id": image_id}
 
 
 def os_profile(computer_key: str, computer: str, v: VmValues) -> dict[str, Any]:
@@ -81,7 +83,7 @@ def vm_properties(t: Template, ns: NodeSet, node: NodeSpec, v: VmValues,
                                              scale_set_name(t, ns))},
         "hardwareProfile": {"vmSize": ns.size},
         "osProfile": os_profile("computerName", node.name, v),
-        "storageProfile": {"imageReference": image(t),
+        "storageProfile": {"imageReference": image(v.image_id),
                            "osDisk": {"createOption": "FromImage", "deleteOption": "Delete",
                                       "managedDisk": dict(DISK)}},
         "networkProfile": {"networkInterfaces": [{

@@ -48,9 +48,48 @@ def register(app: typer.Typer) -> None:
         out.print(f"wrote {files[0]} ({len(arm['resources'])} resources) and {files[1]}")
         out.print("deploy with: az deployment group create -g RESOURCE_GROUP "
                   f"--template-file {files[0]} --parameters @{files[1]} "
-                  "sshPublicKey=\"$(cat ~/.ssh/id_rsa.pub)\" "
+                  "imageId=NODE_IMAGE_ID sshPublicKey=\"$(cat ~/.ssh/id_rsa.pub)\" "
                   "mungeKey=\"$(head -c 1024 /dev/urandom | base64 -w0)\" "
                   "clusterToken=\"$(openssl rand -hex 32)\"", highlight=False)
+
+    image = typer.Typer(help="cloudhpc's node image: one recipe, built here (rehearsal) "
+                        "or by Packer on Azure")
+    app.add_typer(image, name="image")
+
+    @image.command("build")
+    def image_build(as_json: JsonOpt = False) -> None:
+        """Build the node image here (mmdebstrap + the recipe; cached)."""
+        from cloudhpc.cli.output import err
+        from cloudhpc.image import build
+
+        began = time.monotonic()
+        built = build.build(lambda what: None if as_json else err.print(what))
+        result = {"base": str(built.base), "layer": str(built.layer),
+                  "wheel_sha256": built.sha256, "seconds": round(time.monotonic() - began, 1)}
+        if as_json:
+            emit_json(result)
+        else:
+            out.print(f"node image ready ({result['seconds']} s): cloudhpc wheel "
+                      f"{built.sha256[:16]}, base {built.base}")
+
+    @image.command("export")
+    def image_export(template: Path,
+                     output: Annotated[Path, typer.Option("-o", "--output",
+                                                          help="directory to write to")
+                                       ] = Path("image"),
+                     as_json: JsonOpt = False) -> None:
+        """Write the node image's Packer recipe for Azure (with the pinned wheels)."""
+        from cloudhpc.image import packer
+
+        model, _ = load(template, provider="azure")
+        files, sha = packer.export(model, output)
+        if as_json:
+            emit_json({"files": [str(f) for f in files], "wheel_sha256": sha})
+            return
+        out.print(f"wrote {', '.join(str(f) for f in files)}; build with `packer init "
+                  f"{output} && packer build -var subscription_id=... -var "
+                  f"resource_group=... {output}`, then deploy with --image-id of "
+                  f"cloudhpc-{sha[:16]}", highlight=False)
 
     @app.command()
     def cost(template: Path, as_json: JsonOpt = False) -> None:

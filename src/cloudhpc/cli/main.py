@@ -114,11 +114,20 @@ def up(template: Path, as_json: JsonOpt = False,
            help="azure: resource group (default: cloudhpc-NAME)")] = None,
        ssh_key: Annotated[str | None, typer.Option(  # noqa: UP007
            help="azure: SSH public key file of the admin user")] = None,
+       image_id: Annotated[str | None, typer.Option(  # noqa: UP007
+           help="azure: resource id of the node image (built with Packer from `cloudhpc "
+           "image export`)")] = None,
+       rehearse: Annotated[bool, typer.Option(
+           "--rehearse", help="act the Azure deployment out on this machine: the exported "
+           "template through the Azure SDK, VMs as sandboxes running real cloud-init")] = False,
        ) -> None:
     """Bring a cluster up from a template (a no-op if it is already up unchanged)."""
-    model, _ = load(template, provider=provider)
+    model, _ = load(template, provider="azure" if rehearse else provider)
+    if rehearse:
+        _up_rehearsal(model, as_json)
+        return
     if model.provider == "azure":
-        _up_azure(model, as_json, dry_run, subscription, resource_group, ssh_key)
+        _up_azure(model, as_json, dry_run, subscription, resource_group, ssh_key, image_id)
         return
     if dry_run:
         raise CloudHPCError("--dry-run is for provider azure",
@@ -140,8 +149,24 @@ def up(template: Path, as_json: JsonOpt = False,
               f"node(s) idle. Try: cloudhpc submit examples/jobs/mpi_pi.sh --nodes 2 --wait")
 
 
+def _up_rehearsal(model: Template, as_json: bool) -> None:
+    from cloudhpc.rehearse import run
+
+    def say(what: str) -> None:
+        if not as_json:
+            err.print(f"rehearsal: {what}")
+
+    outputs = run.up(model, Store(), say)
+    if as_json:
+        emit_json({"cluster": model.name, "rehearsal": True, "outputs": outputs})
+    else:
+        out.print(f"cluster [bold]{model.name}[/bold] rehearsed: head ready after "
+                  f"{outputs['headReadySeconds']} s ({outputs}). This is not Azure: see the "
+                  "README's rehearsal section for what it checks and what it cannot.")
+
+
 def _up_azure(model: Template, as_json: bool, dry_run: bool, subscription: str | None,
-              resource_group: str | None, ssh_key: str | None) -> None:
+              resource_group: str | None, ssh_key: str | None, image_id: str | None) -> None:
     from cloudhpc.azure import deploy, service
 
     if dry_run:
@@ -160,7 +185,7 @@ def _up_azure(model: Template, as_json: bool, dry_run: bool, subscription: str |
         def progress(done: int, total: int, what: str) -> None:
             bar.update(task, description=what, completed=done, total=total)
 
-        outputs = service.up(target, Store(), ssh_key, progress)
+        outputs = service.up(target, Store(), ssh_key, progress, image_id=image_id)
     if as_json:
         emit_json({"cluster": model.name, "outputs": outputs})
     else:
@@ -186,6 +211,12 @@ def down(cluster: ClusterOpt = None,
     c = Cluster.get(target, store)
     if c.record.provider == "azure":
         from cloudhpc.azure import service
+        from cloudhpc.rehearse import run
+
+        if run.is_rehearsal(c.record):
+            removed = run.down(c.record, store)
+            out.print(f"rehearsed cluster {c.name} removed ({len(removed)} resource(s))")
+            return
 
         removed = service.down(c.record, store)
         out.print(f"cluster {c.name} removed from Azure ({len(removed)} resource(s))")

@@ -32,9 +32,12 @@ def provider_for(template: Template, plan: Plan, cdir: ClusterDir) -> Provider:
         from cloudhpc.azure import imds
         from cloudhpc.azure.provider import AzureProvider
 
+        # where the head lives and the image it booted (the nodes it makes boot the same),
+        # from the VM's instance metadata: also for a template deployed with `az deployment`
         subscription, group = template.azure.subscription, template.azure.resource_group
-        if not (subscription and group):  # deployed without `cloudhpc up`: ask the VM
+        if not (subscription and group):
             subscription, group = imds.subscription_and_group()
+        image_id = imds.image_id()
         # the deployment's secrets, for the custom data of the VMs it creates
         keys = Path(f"/home/{template.azure.admin_user}/.ssh/authorized_keys")
         try:  # the deployment's sshPublicKey, which Azure put on the head
@@ -45,7 +48,8 @@ def provider_for(template: Template, plan: Plan, cdir: ClusterDir) -> Provider:
             raise CloudHPCError(f"no SSH public key in {keys}: VMs made for Slurm need one",
                                 hint="deploy with the sshPublicKey parameter")
         secrets = {"mungeKey": base64.b64encode(cdir.munge_key.read_bytes()).decode(),
-                   "sshPublicKey": ssh_key}  # the control token stays on the head
+                   "sshPublicKey": ssh_key,  # the control token stays on the head
+                   "imageId": image_id}
         return AzureProvider(template, plan, subscription, group, secrets=secrets)
     from cloudhpc.providers.local import LocalBackend
 

@@ -72,14 +72,17 @@ class Azure(_Model):
                                "deploy or export to Azure)")
     admin_user: str = Field("hpcadmin", description="Linux admin user of every VM")
     image: str = Field("Debian:debian-12:12-gen2:latest",
-                       description="marketplace image PUBLISHER:OFFER:SKU:VERSION")
+                       description="the marketplace image PUBLISHER:OFFER:SKU:VERSION that "
+                       "cloudhpc's node image is built on (`cloudhpc image export`); VMs boot "
+                       "the built node image, named by the deployment's imageId parameter")
     head_public_ip: bool = Field(True, description="give the head node a public IP address")
     ssh_cidrs: list[str] = Field(default_factory=list,
                                  description="CIDRs allowed to reach the head's SSH port")
     api_cidrs: list[str] = Field(default_factory=list,
                                  description="CIDRs allowed to reach the head's API port")
-    package: str = Field("cloudhpc", description="pip requirement cloud-init installs on "
-                         "every VM (a version pin or a wheel URL)")
+    package: str | None = Field(None, description="ignored: VMs boot cloudhpc's node image, "
+                                "which carries cloudhpc (kept so that templates and stored "
+                                "clusters of earlier versions still load)")
     subscription: str | None = Field(None, description="subscription id to deploy to "
                                      "(default: $AZURE_SUBSCRIPTION_ID)")
     resource_group: str | None = Field(None, description="resource group to deploy to "

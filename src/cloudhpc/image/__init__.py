@@ -1,0 +1,1 @@
+"""cloudhpc node image: one recipe for Azure and for the rehearsal."""

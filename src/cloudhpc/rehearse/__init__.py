@@ -1,0 +1,1 @@
+"""The rehearsal: an Azure deployment acted out on this machine (`cloudhpc up --rehearse`)."""

@@ -1,0 +1,148 @@
+"""The exported template deployed with the real Azure SDK against the rehearsal's Resource
+Manager: expressions evaluated, resources created in dependency order, Azure's documented
+rules enforced (each finding of issue 14 that a deployment would meet is a refusal here)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudhpc.azure.arm import export
+from cloudhpc.azure.deploy import AzureDeployment
+from cloudhpc.azure.errors import AzureError
+from cloudhpc.azure.provider import AzureProvider
+from cloudhpc.plan import make_plan
+from cloudhpc.rehearse.engine import ArmError
+from cloudhpc.template.loader import load
+from tests.rehearse.conftest import SUB, Arm, Credential
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRETS = {"sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtest rehearsal",
+           "mungeKey": "A" * 1368, "clusterToken": "t" * 43}
+
+
+def small(rdma: bool = False) -> Any:
+    data = {"version": 1, "name": "rh", "provider": "azure",
+            "network": {"cidr": "10.40.0.0/24"},
+            "compute": [{"name": "cn", "size": "Standard_D4s_v5", "min": 1, "max": 3}],
+            "azure": {"region": "eastus", "ssh_cidrs": ["203.0.113.0/24"],
+                      "subscription": SUB, "resource_group": "rg-rh"}}
+    if rdma:
+        data["compute"].append({"name": "hb", "size": "Standard_HB120rs_v3", "rdma": True,
+                                "min": 1, "max": 2})
+    model, _ = load(data)
+    return model
+
+
+def deploy(arm: Arm, t: Any) -> dict[str, Any]:
+    d = AzureDeployment(SUB, "rg-rh", credential=Credential(), poll_seconds=0.05,
+                        **arm.kwargs())
+    return d.deploy(t, SECRETS)
+
+
+def test_the_exported_template_deploys_and_its_outputs_are_evaluated(arm: Arm) -> None:
+    t = small()
+    outputs = deploy(arm, t)
+    plan = make_plan(t.model_copy(update={"provider": "azure"}))
+    assert outputs["headPrivateIp"] == plan.head.address
+    account = outputs["storageAccount"]
+    assert account.startswith("chpc") and len(account) == 17
+    types = sorted({r["type"] for r in arm.engine.resources.values()})
+    assert "Microsoft.Compute/virtualMachines" in types
+    vms = {r["name"] for r in arm.engine.in_group(f"/subscriptions/{SUB}/resourceGroups/rg-rh",
+                                                  "Microsoft.Compute/virtualMachines")}
+    assert vms == {"rh-head", "rh-cn-1"}
+    identity = next(r for r in arm.engine.resources.values()
+                    if r["type"] == "Microsoft.Authorization/roleAssignments")
+    principal = next(r for r in arm.engine.resources.values()
+                     if r["type"] == "Microsoft.ManagedIdentity/userAssignedIdentities")
+    # reference(identity).principalId evaluated after the identity was created
+    assert identity["properties"]["principalId"] == principal["properties"]["principalId"]
+
+
+def test_the_control_planes_sdk_calls_launch_list_and_delete_vms(arm: Arm) -> None:
+    t = small()
+    deploy(arm, t)
+    plan = make_plan(t.model_copy(update={"provider": "azure"}))
+    provider = AzureProvider(t, plan, SUB, "rg-rh", credential=Credential(),
+                             secrets=SECRETS, **arm.kwargs())
+    assert provider.launch([plan.node("cn-2")]) == []  # type: ignore[list-item]
+    nodes = provider.nodes()
+    assert nodes["cn-2"].state.value == "running" and nodes["cn-3"].state.value == "absent"
+    provider.terminate(["cn-2"])
+    assert provider.nodes()["cn-2"].state.value == "absent"
+    # the NIC went with its VM (deleteOption: Delete)
+    assert not [r for r in arm.engine.resources.values() if r["name"] == "rh-cn-2-nic"]
+
+
+def test_down_removes_every_resource(arm: Arm) -> None:
+    t = small()
+    deploy(arm, t)
+    d = AzureDeployment(SUB, "rg-rh", credential=Credential(), **arm.kwargs())
+    d.destroy(t)
+    assert arm.engine.resources == {}
+
+
+def test_a_bad_token_is_refused(arm: Arm) -> None:
+    d = AzureDeployment(SUB, "rg-rh", credential=Credential("forged"), **arm.kwargs())
+    with pytest.raises(AzureError, match="InvalidAuthenticationToken|Unauthorized"):
+        d.deploy(small(), SECRETS)
+
+
+def test_rdma_node_sets_follow_azures_placement_rules(arm: Arm) -> None:
+    """Finding 1: VMs join only Flexible sets with singlePlacementGroup false, and InfiniBand
+    is not supported in Flexible orchestration."""
+    deploy(arm, small(rdma=True))
+
+
+def _engine_preflight(arm: Arm, template: dict[str, Any]) -> ArmError:
+    did = f"/subscriptions/{SUB}/resourceGroups/rg-rh/providers/Microsoft.Resources/" \
+          "deployments/x"
+    arm.engine.put_group(SUB, "rg-rh", {"location": "eastus"})
+    params = {k: {"value": v} for k, v in SECRETS.items()}
+    with pytest.raises(ArmError) as info:
+        arm.engine.start_deployment(did, {"properties": {"template": template,
+                                                         "parameters": params}})
+    return info.value
+
+
+def _vm(arm_template: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(r for r in arm_template["resources"]
+                if r["type"] == "Microsoft.Compute/virtualMachines" and r["name"] == name)
+
+
+@pytest.mark.parametrize("breakage,expected", [
+    (lambda a: _vm(a, "rh-cn-1")["properties"]["osProfile"]["linuxConfiguration"].update(
+        ssh={"publicKeys": []}), "Authentication using either SSH"),
+    (lambda a: _vm(a, "rh-cn-1")["properties"]["osProfile"]["linuxConfiguration"]["ssh"][
+        "publicKeys"][0].update(path="/home/azureuser/.ssh/authorized_keys"),
+     "is not /home/"),
+    (lambda a: next(r for r in a["resources"] if r["name"] == "rh-cn-1-nic")["properties"][
+        "ipConfigurations"][0]["properties"].update(privateIPAddress="10.40.0.2"),
+     "reserved by Azure"),
+    (lambda a: next(r for r in a["resources"] if r["name"] == "rh-cn-1-nic")["properties"][
+        "ipConfigurations"][0]["properties"].update(privateIPAddress="10.40.0.4"),
+     "already used"),
+    (lambda a: _vm(a, "rh-cn-1").update(dependsOn=[]), "without depending on it"),
+    (lambda a: a["resources"].append(copy.deepcopy(a["resources"][0]) | {"name": "[bogus()]"}),
+     "not valid"),
+])
+def test_azures_rules_refuse_a_broken_template(arm: Arm, breakage: Any,
+                                               expected: str) -> None:
+    template, _ = export(small())
+    breakage(template)
+    err = _engine_preflight(arm, template)
+    assert expected in err.message or any(expected in d["message"] for d in err.details), \
+        err.message
+
+
+def test_a_contributor_cannot_deploy_the_role_assignment(arm: Arm) -> None:
+    """Finding 5."""
+    arm.engine.caller_role = "Contributor"
+    template, _ = export(small())
+    err = _engine_preflight(arm, template)
+    assert err.code == "InvalidTemplateDeployment"
+    assert "roleAssignments/write" in err.message
