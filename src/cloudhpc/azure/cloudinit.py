@@ -36,16 +36,17 @@ PYTHON = "/opt/cloudhpc/bin/python"  # the node image's cloudhpc (image/provisio
 
 def unit(t: Template, role: str) -> str:
     """The node's systemd unit: the bootstrap and its supervisor, restarted if it dies, at
-    every boot (after /shared is mounted on a compute VM)."""
-    after = "network-online.target"
-    mounts = ""
+    every boot. A compute VM first waits for /shared (its fstab line): at the first boot and
+    after a reboot the head may not serve it yet, and systemd does not retry a failed mount."""
+    wait = ""
     if role != "head":
-        after += " remote-fs.target"
-        mounts = f"RequiresMountsFor={shared_dir(t)}\n"
+        shared = shared_dir(t)
+        wait = (f"ExecStartPre=/bin/sh -c 'until mountpoint -q {shared} || mount {shared}; "
+                "do sleep 3; done'\nTimeoutStartSec=infinity\n")
     return ("[Unit]\nDescription=cloudhpc node: this VM's Slurm daemons\n"
-            f"Wants=network-online.target\nAfter={after}\n{mounts}"
+            "Wants=network-online.target\nAfter=network-online.target remote-fs.target\n"
             "StartLimitIntervalSec=0\n\n"
-            "[Service]\n"
+            f"[Service]\n{wait}"
             f"ExecStart={PYTHON} -m cloudhpc.node.cloudinit {CONFIG_PATH}\n"
             "Restart=always\nRestartSec=5\nKillMode=mixed\n\n"
             "[Install]\nWantedBy=multi-user.target\n")
@@ -61,8 +62,7 @@ def _nfs(t: Template, role: str) -> tuple[list[dict[str, str]], list[list[str]]]
         return ([{"path": EXPORTS_PATH, "permissions": "0644", "content": export}],
                 [["mkdir", "-p", shared], ["systemctl", "enable", "--now", "nfs-server"],
                  ["exportfs", "-ra"]])
-    # in fstab, mounted at every boot; the head may not serve yet: the unit waits for it
-    # (RequiresMountsFor) and systemd retries the mount with the unit
+    # in fstab, mounted at every boot; the head may not serve it yet: the unit waits for it
     line = f"{head_address(t)}:{shared} {shared} nfs vers=4.2,hard,_netdev,nofail 0 0"
     return ([], [["mkdir", "-p", shared],
                  ["sh", "-c", f"grep -qs ' {shared} ' /etc/fstab || echo '{line}' >> /etc/fstab"],

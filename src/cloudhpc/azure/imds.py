@@ -55,3 +55,13 @@ def image_id(timeout: float = 5.0) -> str:
         raise CloudHPCError("Azure instance metadata names no image id for this VM",
                             hint="deploy the head from cloudhpc's node image (imageId)")
     return str(ref["id"])
+
+
+def ssh_public_key(timeout: float = 5.0) -> str:
+    """The VM's admin SSH public key (the deployment's sshPublicKey parameter)."""
+    keys = instance(timeout).get("compute", {}).get("publicKeys") or []
+    data = next((k.get("keyData", "") for k in keys if k.get("keyData")), "")
+    if not data:
+        raise CloudHPCError("Azure instance metadata names no SSH public key for this VM",
+                            hint="deploy with the sshPublicKey parameter")
+    return str(data).strip()

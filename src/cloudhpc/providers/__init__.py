@@ -5,9 +5,7 @@ the implementations."""
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 
-from cloudhpc.errors import CloudHPCError
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import Plan
 from cloudhpc.providers.base import Backend, Provider
@@ -38,15 +36,9 @@ def provider_for(template: Template, plan: Plan, cdir: ClusterDir) -> Provider:
         if not (subscription and group):
             subscription, group = imds.subscription_and_group()
         image_id = imds.image_id()
-        # the deployment's secrets, for the custom data of the VMs it creates
-        keys = Path(f"/home/{template.azure.admin_user}/.ssh/authorized_keys")
-        try:  # the deployment's sshPublicKey, which Azure put on the head
-            ssh_key = keys.read_text().split("\n")[0].strip()
-        except OSError:
-            ssh_key = ""
-        if not ssh_key:
-            raise CloudHPCError(f"no SSH public key in {keys}: VMs made for Slurm need one",
-                                hint="deploy with the sshPublicKey parameter")
+        # the deployment's secrets, for the custom data of the VMs it creates; the admin
+        # key as Azure gave it to this VM (the deployment's sshPublicKey)
+        ssh_key = imds.ssh_public_key()
         secrets = {"mungeKey": base64.b64encode(cdir.munge_key.read_bytes()).decode(),
                    "sshPublicKey": ssh_key,  # the control token stays on the head
                    "imageId": image_id}

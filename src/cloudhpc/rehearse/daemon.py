@@ -175,7 +175,10 @@ def serve(caller_role: str = "Owner") -> None:
     threads = [threading.Thread(target=s.run, daemon=True) for s in (arm, imds)]
     for t in threads:
         t.start()
+    while not (arm.started and imds.started) and all(t.is_alive() for t in threads):
+        time.sleep(0.05)
     (rroot / "serve.pid").write_text(str(os.getpid()))
+    (rroot / "ready").write_text(str(os.getpid()))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -184,6 +187,7 @@ def serve(caller_role: str = "Owner") -> None:
     finally:
         arm.should_exit = imds.should_exit = True
         dns.stop()
+        (rroot / "ready").unlink(missing_ok=True)
         (rroot / "serve.pid").unlink(missing_ok=True)
 
 
@@ -198,19 +202,19 @@ def running() -> int | None:
 
 def ensure_running(timeout: float = 30) -> None:
     """Start `cloudhpc rehearse serve` in the background unless it runs; wait for it."""
+    ready = root() / "ready"
     if running() is None:
+        ready.unlink(missing_ok=True)
         log = (root() / "serve.log").open("ab")
         subprocess.Popen([sys.executable, "-m", "cloudhpc.rehearse", "serve"],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                          start_new_session=True, env=dict(os.environ))
-    import socket
+    # no probe of the address before it is this machine's: it would leave by the default route
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((ARM_ADDRESS, 443), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
+        if ready.exists() and running() is not None:
+            return
+        time.sleep(0.1)
     raise CloudHPCError("the rehearsal's Resource Manager did not start",
                         hint=f"see {root() / 'serve.log'}")
 

@@ -98,7 +98,11 @@ class VmPlatform:
                       profile.get("computerName", vm["name"]), conf["privateIPAddress"],
                       net.prefixlen, bridge_name(vnet_id), str(net.network_address + 1),
                       profile.get("customData", ""), outbound, self._image(vm, world),
-                      str(self.root / "nfs" / bridge_name(vnet_id)))
+                      str(self.root / "nfs" / bridge_name(vnet_id)),
+                      profile.get("adminUsername", ""), tuple(
+                          k.get("keyData", "") for k in ((profile.get("linuxConfiguration") or {})
+                                                         .get("ssh") or {}).get("publicKeys")
+                          or []))
 
     # --- Platform ----------------------------------------------------------------------------
     def create(self, resource: dict[str, Any], world: dict[str, dict[str, Any]]) -> None:
@@ -135,13 +139,18 @@ class VmPlatform:
         elif rtype == "Microsoft.Compute/virtualMachines":
             d = self.vm_root / short(resource["id"], 16)
             if (d / "spec.json").exists():
-                import json
-                Sandbox(self.vm_root, VmSpec(**json.loads((d / "spec.json").read_text()))
-                        ).delete()
+                Sandbox(self.vm_root, _spec_of(d / "spec.json")).delete()
 
     def running(self) -> list[Sandbox]:
-        import json
         out = []
         for spec in self.vm_root.glob("*/spec.json"):
-            out.append(Sandbox(self.vm_root, VmSpec(**json.loads(spec.read_text()))))
+            out.append(Sandbox(self.vm_root, _spec_of(spec)))
         return out
+
+
+def _spec_of(path: Path) -> VmSpec:
+    import json
+
+    data = json.loads(path.read_text())
+    data["ssh_keys"] = tuple(data.get("ssh_keys") or ())
+    return VmSpec(**data)

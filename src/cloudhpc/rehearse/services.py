@@ -63,6 +63,8 @@ def imds_app(engine: Engine, issue: Callable[[str], str]) -> FastAPI:
             "vmSize": (p.get("hardwareProfile") or {}).get("vmSize", ""),
             "osProfile": {"computerName": (p.get("osProfile") or {}).get("computerName", ""),
                           "adminUsername": (p.get("osProfile") or {}).get("adminUsername", "")},
+            "publicKeys": ((((p.get("osProfile") or {}).get("linuxConfiguration") or {})
+                            .get("ssh") or {}).get("publicKeys") or []),
             "storageProfile": {"imageReference": image},
             "tagsList": [{"name": k, "value": v} for k, v in tags.items()],
             "resourceId": vm["id"]}}

@@ -7,7 +7,7 @@ is an overlay of the node image with the VM's own disk (kept across reboots), pr
 /tmp, /dev, and **real systemd as PID 1**, which runs **real cloud-init** on the VM's custom
 data (a NoCloud seed: instance id = vmId, host name = computerName), as Azure's Linux VMs do.
 
-    setsid unshare --mount --uts --pid --fork (in the VM's netns) sh -c 'mounts; exec
+    nsenter --net=VM unshare --mount --uts --pid --fork sh -c 'mounts; exec
         chroot ROOT /lib/systemd/systemd'
 
 Rebooting stops every process of the VM and boots its disk again: the same instance id, so
@@ -59,6 +59,8 @@ class VmSpec:
     outbound: bool      # a public IP or a NAT gateway: Azure's endpoints are reachable
     image_lower: str    # overlay lowerdir
     nfs_dir: str = ""   # this machine's stand-in for the VNet's NFS exports
+    admin_user: str = ""
+    ssh_keys: tuple[str, ...] = ()
 
 
 class Sandbox:
@@ -106,6 +108,12 @@ class Sandbox:
         user_data = base64.b64decode(s.custom_data) if s.custom_data else b""
         (seed / "user-data").write_bytes(user_data)
         os.chmod(seed / "user-data", 0o600)
+        # what Azure's provisioning does for every Linux VM: the admin user with its keys
+        # (osProfile), given as the platform's vendor data
+        vendor = {"users": [{"name": s.admin_user, "shell": "/bin/bash",
+                             "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                             "ssh_authorized_keys": list(s.ssh_keys)}]} if s.admin_user else {}
+        (seed / "vendor-data").write_text("#cloud-config\n" + json.dumps(vendor) + "\n")
         # what Azure's DHCP gives a VM: its DNS server
         etc = self.dir / "upper" / "etc"
         etc.mkdir(parents=True, exist_ok=True)
@@ -162,8 +170,11 @@ class Sandbox:
         cgroup.mkdir(parents=True)
         (self.dir / "cgroup").write_text(str(cgroup))
         proc = subprocess.Popen(
-            ["setsid", "unshare", "--mount", "--uts", "--pid", "--fork", "--propagation",
-             "private", f"--net=/run/netns/{self.netns}", "sh", "-c", self._boot_script(cgroup)],
+            # nsenter joins the VM's network namespace (`unshare --net=FILE` would make a
+            # new one and mount it over FILE)
+            ["nsenter", f"--net=/run/netns/{self.netns}", "unshare", "--mount", "--uts",
+             "--pid", "--fork", "--propagation", "private", "sh", "-c",
+             self._boot_script(cgroup)],
             stdin=subprocess.DEVNULL, stdout=(self.dir / "boot.log").open("ab"),
             stderr=subprocess.STDOUT, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                                            "container": "cloudhpc-rehearsal"},
