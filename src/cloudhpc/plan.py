@@ -52,6 +52,9 @@ class NodeSetPlan:
     idle_timeout: int
     resume_timeout: int
     weight: int
+    # an RDMA node set on Azure: a Uniform scale set with one placement group, whose
+    # instances Azure names; Slurm learns each one's address when it registers
+    uniform: bool = False
 
     @property
     def dynamic(self) -> bool:
@@ -186,7 +189,8 @@ def make_plan(t: Template) -> Plan:
         members.setdefault(partition, []).extend(names)
         sets.append(NodeSetPlan(ns.name, partition, ns.min, ns.max, ns.idle_timeout,
                                 ns.resume_timeout or resume_timeout(t),
-                                weight=10 * (i + 1)))
+                                weight=10 * (i + 1),
+                                uniform=ns.rdma and t.provider == "azure"))
     partitions = [Partition(name, names, default=k == 0)
                   for k, (name, names) in enumerate(members.items())]
     return Plan(t.name, str(net), gateway, t.network.mtu, nodes, partitions, short_id(t.name),

@@ -27,6 +27,7 @@ PACKAGES = {
     "munged": "munge",
     "mungekey": "munge",
     "mpirun": "openmpi-bin",
+    "mmdebstrap": "mmdebstrap",
 }
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -85,6 +86,20 @@ class Runner:
         if proc.returncode != 0:
             raise CommandError(argv, proc.returncode, "", f"see {log}")
 
+
+    def start(self, cmd: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> int:
+        """Start a long-running program in a session of its own, its output to LOG; returns
+        its pid at once (the rehearsal's VMs and endpoint)."""
+        argv = list(cmd)
+        full_env = {"PATH": BASE_PATH, "LANG": "C.UTF-8", **(env or {})}
+        try:
+            with open(log, "ab") as fh:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh,
+                                        stderr=subprocess.STDOUT, env=full_env,
+                                        start_new_session=True)
+        except FileNotFoundError:
+            raise MissingPackageError(argv[0], PACKAGES.get(argv[0], argv[0])) from None
+        return proc.pid
 
     def replace(self, cmd: Sequence[str], env: Mapping[str, str] | None = None) -> None:
         """Become CMD (exec): for interactive commands that take over the terminal

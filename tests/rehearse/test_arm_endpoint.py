@@ -21,7 +21,9 @@ from tests.rehearse.conftest import SUB, Arm, Credential
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {"sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtest rehearsal",
-           "mungeKey": "A" * 1368, "clusterToken": "t" * 43}
+           "mungeKey": "A" * 1368, "clusterToken": "t" * 43,
+           "imageId": f"/subscriptions/{SUB}/resourceGroups/rg-rh/providers/Microsoft.Compute/"
+                      "images/cloudhpc-test"}
 
 
 def small(rdma: bool = False) -> Any:
@@ -32,7 +34,7 @@ def small(rdma: bool = False) -> Any:
                       "subscription": SUB, "resource_group": "rg-rh"}}
     if rdma:
         data["compute"].append({"name": "hb", "size": "Standard_HB120rs_v3", "rdma": True,
-                                "min": 1, "max": 2})
+                                "min": 0, "max": 2})
     model, _ = load(data)
     return model
 
@@ -92,10 +94,39 @@ def test_a_bad_token_is_refused(arm: Arm) -> None:
         d.deploy(small(), SECRETS)
 
 
-def test_rdma_node_sets_follow_azures_placement_rules(arm: Arm) -> None:
+def test_rdma_node_sets_follow_azures_placement_rules(arm: Arm, tmp_path: Path) -> None:
     """Finding 1: VMs join only Flexible sets with singlePlacementGroup false, and InfiniBand
-    is not supported in Flexible orchestration."""
-    deploy(arm, small(rdma=True))
+    is not supported in Flexible orchestration. An RDMA node set is a Uniform scale set with a
+    single placement group whose instances Azure names; the head names each one's node."""
+    from cloudhpc.azure.uniform import Assignments
+
+    t = small(rdma=True)
+    deploy(arm, t)
+    vmss = next(r for r in arm.engine.resources.values() if r["name"] == "rh-hb-vmss")
+    assert vmss["properties"]["orchestrationMode"] == "Uniform"
+    assert vmss["properties"]["singlePlacementGroup"] is True
+    plan = make_plan(t.model_copy(update={"provider": "azure"}))
+    names = tmp_path / "names"
+    provider = AzureProvider(t, plan, SUB, "rg-rh", credential=Credential(), secrets=SECRETS,
+                             assignments=Assignments(tmp_path / "a.json", names),
+                             **arm.kwargs())
+    hb = [plan.node("hb-1"), plan.node("hb-2")]
+    assert provider.launch(hb) == []  # type: ignore[arg-type]
+    instances = arm.engine.instances(vmss["id"])
+    assert len(instances) == 2
+    computers = sorted(i["properties"]["osProfile"]["computerName"] for i in instances)
+    assert computers == ["hb-000000", "hb-000001"]
+    assert sorted(p.read_text().strip() for p in names.iterdir()) == ["hb-1", "hb-2"]
+    # addresses from the RDMA subnet, which the plan's named VMs never use
+    nics = [r for r in arm.engine.resources.values() if r["id"].lower().startswith(
+        vmss["id"].lower() + "/virtualmachines/") and r["type"].endswith("networkInterfaces")]
+    assert all(n["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"]
+               .startswith("10.40.1.") for n in nics)
+    assert provider.nodes()["hb-1"].state.value == "running"
+    provider.terminate(["hb-1"])
+    assert [i["instanceId"] for i in arm.engine.instances(vmss["id"])] == ["1"]
+    assert provider.nodes()["hb-1"].state.value == "absent"
+    assert sorted(p.name for p in names.iterdir()) == ["hb-000001"]
 
 
 def _engine_preflight(arm: Arm, template: dict[str, Any]) -> ArmError:

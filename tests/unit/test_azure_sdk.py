@@ -194,7 +194,7 @@ def provider(template: Any, answer: Callable[[str, str, Any], Reply]
 
 def test_launch_creates_vms_in_the_scale_set_and_reports_quota(template: Any) -> None:
     def answer(method: str, url: str, body: Any) -> Reply:
-        if "/virtualMachines/hbdemo-hb-1" in url:
+        if "/virtualMachines/hbdemo-serial-2" in url:
             return 409, {"error": {"code": "QuotaExceeded", "message": "Operation could not be "
                                    "completed as it results in exceeding approved "
                                    "standardHBrsv3Family Cores quota."}}, {}
@@ -203,27 +203,26 @@ def test_launch_creates_vms_in_the_scale_set_and_reports_quota(template: Any) ->
 
     prov, rec = provider(template, answer)
     plan = make_plan(template)
-    errors = prov.launch([plan.node("hb-1"), plan.node("hb-2")])  # type: ignore[list-item]
-    assert [(e.nodeset, e.nodes) for e in errors] == [("hb", ["hb-1"])]
+    errors = prov.launch([plan.node("serial-2"), plan.node("serial-3")])  # type: ignore[list-item]
+    assert [(e.nodeset, e.nodes) for e in errors] == [("serial", ["serial-2"])]
     assert "QuotaExceeded" in errors[0].cause and "\n" not in errors[0].cause
     assert prov.errors() == errors
-    body = next(b for m, u, b in rec.requests if "/virtualMachines/hbdemo-hb-2" in u)
+    body = next(b for m, u, b in rec.requests if "/virtualMachines/hbdemo-serial-3" in u)
     assert body["properties"]["virtualMachineScaleSet"]["id"].endswith(
-        "/virtualMachineScaleSets/hbdemo-hb-vmss")
-    assert body["properties"]["hardwareProfile"]["vmSize"] == "Standard_HB120rs_v3"
-    assert body["properties"]["osProfile"]["computerName"] == "hb-2"
-    assert body["tags"]["cloudhpc-node"] == "hb-2"
-    assert body["properties"]["proximityPlacementGroup"]["id"].endswith(
-        "/proximityPlacementGroups/hbdemo-hb-ppg")
-    # its NIC was created first, at the address slurm.conf and /etc/hosts give hb-2
+        "/virtualMachineScaleSets/hbdemo-serial-vmss")
+    assert body["properties"]["hardwareProfile"]["vmSize"] == "Standard_D4s_v5"
+    assert body["properties"]["osProfile"]["computerName"] == "serial-3"
+    assert body["tags"]["cloudhpc-node"] == "serial-3"
+    assert "proximityPlacementGroup" not in body["properties"]
+    # its NIC was created first, at the address slurm.conf and /etc/hosts give serial-3
     nic_url, nic = next((u, b) for m, u, b in rec.requests
-                        if m == "PUT" and "/networkInterfaces/hbdemo-hb-2-nic" in u)
+                        if m == "PUT" and "/networkInterfaces/hbdemo-serial-3-nic" in u)
     assert "api-version=2023-09-01" in nic_url
     ipconf = nic["properties"]["ipConfigurations"][0]["properties"]
     assert (ipconf["privateIPAllocationMethod"], ipconf["privateIPAddress"]) == (
-        "Static", plan.node("hb-2").address)  # type: ignore[union-attr]
+        "Static", plan.node("serial-3").address)  # type: ignore[union-attr]
     ref = body["properties"]["networkProfile"]["networkInterfaces"][0]
-    assert ref["id"].endswith("/networkInterfaces/hbdemo-hb-2-nic")
+    assert ref["id"].endswith("/networkInterfaces/hbdemo-serial-3-nic")
     assert ref["properties"]["deleteOption"] == "Delete"
     # the same bootstrap as the deployment's nodes, with the munge key filled in (the
     # control token is the head's alone)
@@ -231,7 +230,7 @@ def test_launch_creates_vms_in_the_scale_set_and_reports_quota(template: Any) ->
     assert text.startswith("#cloud-config") and "TVVOR0U=" in text and "tok" not in text
     assert "@@" not in text
     config = json.loads(yaml.safe_load(text)["write_files"][0]["content"])
-    assert (config["role"], config["nodeset"]) == ("compute", "hb")
+    assert (config["role"], config["nodeset"]) == ("compute", "serial")
 
 
 def test_throttling_is_retried(template: Any) -> None:
@@ -242,11 +241,11 @@ def test_throttling_is_retried(template: Any) -> None:
         if len(seen) == 1:
             return 429, {"error": {"code": "TooManyRequests", "message": "slow down"}}, {
                 "Retry-After": "0"}
-        return 200, {"id": "vm", "name": "hb-1", "location": "eastus",
+        return 200, {"id": "vm", "name": "serial-2", "location": "eastus",
                      "properties": {"provisioningState": "Succeeded"}}, {}
 
     prov, rec = provider(template, answer)
-    assert prov.launch([make_plan(template).node("hb-1")]) == []  # type: ignore[list-item]
+    assert prov.launch([make_plan(template).node("serial-2")]) == []  # type: ignore[list-item]
     # the NIC's PUT throttled once and retried, then the VM's
     assert [(m, "networkInterfaces" in u) for m, u, _ in rec.requests] == [
         ("PUT", True), ("PUT", True), ("PUT", False)]
@@ -255,31 +254,31 @@ def test_throttling_is_retried(template: Any) -> None:
 def test_sku_not_available_is_a_capacity_error(template: Any) -> None:
     def answer(method: str, url: str, body: Any) -> Reply:
         return 409, {"error": {"code": "SkuNotAvailable", "message": "The requested VM size "
-                               "Standard_HB120rs_v3 is not available in eastus."}}, {}
+                               "Standard_D4s_v5 is not available in eastus."}}, {}
 
     prov, _ = provider(template, answer)
-    errors = prov.launch([make_plan(template).node("hb-3")])  # type: ignore[list-item]
+    errors = prov.launch([make_plan(template).node("serial-3")])  # type: ignore[list-item]
     assert "SkuNotAvailable" in errors[0].cause
 
 
 def test_nodes_and_terminate(template: Any) -> None:
-    vm = {"id": f"/subscriptions/{SUB}/x/hb-1", "name": "hb-1", "location": "eastus",
-          "tags": {"cloudhpc-cluster": "hbdemo", "cloudhpc-node": "hb-1"},
+    vm = {"id": f"/subscriptions/{SUB}/x/hb-1", "name": "serial-2", "location": "eastus",
+          "tags": {"cloudhpc-cluster": "hbdemo", "cloudhpc-node": "serial-2"},
           "properties": {"provisioningState": "Succeeded"}}
 
     def answer(method: str, url: str, body: Any) -> Reply:
         if method == "GET":
             return 200, {"value": [vm]}, {}
-        if method == "DELETE" and "/hbdemo-hb-2" in url:
+        if method == "DELETE" and "/hbdemo-serial-3" in url:
             return 404, {"error": {"code": "NotFound", "message": "gone"}}, {}
         return 200, None, {}
 
     prov, rec = provider(template, answer)
     nodes = prov.nodes()
-    assert nodes["hb-1"].state.value == "running" and nodes["hb-2"].state.value == "absent"
-    prov.terminate(["hb-1", "hb-2"])  # an absent node is no error: idempotent
+    assert nodes["serial-2"].state.value == "running" and nodes["serial-3"].state.value == "absent"
+    prov.terminate(["serial-2", "serial-3"])  # an absent node is no error: idempotent
     deletes = [u.split("?")[0].rsplit("/", 1)[1] for m, u, _ in rec.requests if m == "DELETE"]
-    assert deletes == ["hbdemo-hb-1", "hbdemo-hb-2"]  # the cluster in the name
+    assert deletes == ["hbdemo-serial-2", "hbdemo-serial-3"]  # the cluster in the name
 
 
 def test_up_and_down_record_the_cluster_and_keep_secrets_private(
@@ -326,7 +325,7 @@ def test_up_and_down_record_the_cluster_and_keep_secrets_private(
     target = service.target(template, SUB, "rg-x")
     rec = Recorder(answer)
     service.up(target, store, str(key), credential=Credential(), transport=rec,
-               retry_backoff_factor=0, poll_seconds=0)
+               retry_backoff_factor=0, poll_seconds=0, image_id="/subscriptions/x/images/n")
     record = store.cluster("hbdemo")
     assert record is not None and record.provider == "azure" and record.status == "running"
     params = deployed[0]["properties"]["parameters"]
@@ -354,25 +353,25 @@ def test_power_saving_entry_point_drives_the_azure_provider(template: Any,
     from cloudhpc.paths import ClusterDir
 
     def answer(method: str, url: str, body: Any) -> Reply:
-        if "/virtualMachines/hbdemo-hb-1" in url:
+        if "/virtualMachines/hbdemo-serial-2" in url:
             return 409, {"error": {"code": "QuotaExceeded", "message": "exceeds the "
                                    "approved standardHBrsv3Family Cores quota"}}, {}
-        return 200, {"id": "vm", "name": "hb-2", "location": "eastus",
+        return 200, {"id": "vm", "name": "serial-3", "location": "eastus",
                      "properties": {"provisioningState": "Succeeded"}}, {}
 
     prov, rec = provider(template, answer)
     cdir = ClusterDir(tmp_path / "c")
     cdir.root.mkdir()
     result = Controller(make_plan(template), prov, {}, EventLog(cdir.events)).launch(
-        ["hb-1", "hb-2"])
-    assert result["launched"] == ["hb-2"]
+        ["serial-2", "serial-3"])
+    assert result["launched"] == ["serial-3"]
     assert [(f["node"], "QuotaExceeded" in f["cause"]) for f in result["failed"]] == [
-        ("hb-1", True)]
+        ("serial-2", True)]
     kinds = [json.loads(line)["kind"] for line in
              (cdir.root / "events.jsonl").read_text().splitlines()]
     assert kinds == ["node_failed", "node_launched"]
     assert {u.split("?")[0].rsplit("/", 1)[1] for m, u, _ in rec.requests if m == "PUT"} == {
-        "hbdemo-hb-1", "hbdemo-hb-2", "hbdemo-hb-1-nic", "hbdemo-hb-2-nic"}
+        "hbdemo-serial-2", "hbdemo-serial-3", "hbdemo-serial-2-nic", "hbdemo-serial-3-nic"}
 
 
 def test_local_commands_on_an_azure_cluster_say_where_to_go(template: Any,

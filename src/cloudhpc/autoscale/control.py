@@ -204,5 +204,7 @@ def serve(cluster_dir: str) -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # the Azure SDK logs every request and response at INFO: failures are enough here
+    logging.getLogger("azure").setLevel(logging.WARNING)
     socket.setdefaulttimeout(None)
     serve(sys.argv[1])

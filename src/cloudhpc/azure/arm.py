@@ -38,6 +38,7 @@ VM_CONTRIBUTOR = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c"  # built-in role definit
 SSH_PORT = 22
 API_PORT = 8443
 CONTAINER = "cloudhpc"
+RDMA_SUBNET = "rdma"
 
 
 def _res(rtype: str, name: str, props: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -116,15 +117,21 @@ def _nsg(t: Template, n: dict[str, str]) -> dict[str, Any]:
 
 def _vnet(t: Template, n: dict[str, str]) -> dict[str, Any]:
     nsg = _rid("Microsoft.Network/networkSecurityGroups", n["nsg"])
+    prefixes = [t.network.cidr]
+    subnets = [{"name": n["subnet"], "properties": {
+        "addressPrefix": t.network.cidr, "networkSecurityGroup": {"id": nsg}}}]
+    if any(ns.rdma for ns in t.compute):
+        rdma = vm.rdma_subnet(t)
+        prefixes.append(rdma)
+        subnets.append({"name": RDMA_SUBNET, "properties": {
+            "addressPrefix": rdma, "networkSecurityGroup": {"id": nsg}}})
     return _res("Microsoft.Network/virtualNetworks", n["vnet"], {
-        "addressSpace": {"addressPrefixes": [t.network.cidr]},
-        "subnets": [{"name": n["subnet"], "properties": {
-            "addressPrefix": t.network.cidr, "networkSecurityGroup": {"id": nsg}}}],
+        "addressSpace": {"addressPrefixes": prefixes}, "subnets": subnets,
     }, dependsOn=[nsg])
 
 
-def _subnet_id(n: dict[str, str]) -> str:
-    return _rid("Microsoft.Network/virtualNetworks/subnets", n["vnet"], n["subnet"])
+def _subnet_id(n: dict[str, str], subnet: str | None = None) -> str:
+    return _rid("Microsoft.Network/virtualNetworks/subnets", n["vnet"], subnet or n["subnet"])
 
 
 def _head(t: Template, n: dict[str, str], address: str) -> list[dict[str, Any]]:
@@ -175,7 +182,31 @@ def _identity(n: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def _nodeset(t: Template, n: dict[str, str], ns: NodeSet, plan: Plan) -> list[dict[str, Any]]:
-    """The node set's Flexible scale set and its `min` static nodes.
+    if ns.rdma:
+        return _uniform(t, n, ns)
+    return _flexible(t, n, ns, plan)
+
+
+def _profile(t: Template, n: dict[str, str], ns: NodeSet, subnet: str | None,
+             data: str) -> dict[str, Any]:
+    return {
+        "osProfile": _os_profile(t, ns.name if subnet is None else f"{ns.name}-",
+                                 "computerNamePrefix", "compute", ns.name, data),
+        "storageProfile": {"imageReference": _image(t),
+                           "osDisk": {"createOption": "FromImage",
+                                      "managedDisk": {"storageAccountType": "Premium_LRS"}}},
+        "networkProfile": {
+            **({"networkApiVersion": "2020-11-01"} if subnet is None else {}),
+            "networkInterfaceConfigurations": [{
+                "name": f"{ns.name}-nic", "properties": {
+                    "primary": True, "enableAcceleratedNetworking": True,
+                    "ipConfigurations": [{"name": "primary", "properties": {
+                        "subnet": {"id": _subnet_id(n, subnet)}}}]}}]},
+    }
+
+
+def _flexible(t: Template, n: dict[str, str], ns: NodeSet, plan: Plan) -> list[dict[str, Any]]:
+    """A Flexible scale set and its `min` static nodes.
 
     The static nodes are named members of the scale set (VMs created with the scale set's id)
     rather than instances the scale set names itself (capacity 0 for its own model): Slurm
@@ -183,47 +214,53 @@ def _nodeset(t: Template, n: dict[str, str], ns: NodeSet, plan: Plan) -> list[di
     with a dynamic address would never match slurm.conf. The provider creates the dynamic
     nodes the same way when Slurm powers them up."""
     vnet = _rid("Microsoft.Network/virtualNetworks", n["vnet"])
-    name = f"{t.name}-{ns.name}"
     data = custom_data(t, "compute", ns.name)  # the same for all of the node set's VMs
     props: dict[str, Any] = {
         "orchestrationMode": "Flexible",
         "platformFaultDomainCount": 1,
         # VMs join only a scale set whose singlePlacementGroup is false (attach/detach docs)
         "singlePlacementGroup": False,
-        "virtualMachineProfile": {
-            "osProfile": _os_profile(t, ns.name, "computerNamePrefix", "compute", ns.name, data),
-            "storageProfile": {"imageReference": _image(t),
-                               "osDisk": {"createOption": "FromImage",
-                                          "managedDisk": {
-                                              "storageAccountType": "Premium_LRS"}}},
-            "networkProfile": {
-                "networkApiVersion": "2020-11-01",
-                "networkInterfaceConfigurations": [{
-                    "name": f"{ns.name}-nic", "properties": {
-                        "primary": True, "enableAcceleratedNetworking": True,
-                        "ipConfigurations": [{"name": "primary", "properties": {
-                            "subnet": {"id": _subnet_id(n)}}}]}}]},
-        },
+        "virtualMachineProfile": _profile(t, n, ns, None, data),
     }
-    deps = [vnet]
-    out = []
-    ppg = None
-    if ns.rdma:
-        ppg = _rid("Microsoft.Compute/proximityPlacementGroups", f"{name}-ppg")
-        out.append(_res("Microsoft.Compute/proximityPlacementGroups", f"{name}-ppg",
-                        {"proximityPlacementGroupType": "Standard"}))
-        props["proximityPlacementGroup"] = {"id": ppg}
-        props["singlePlacementGroup"] = True  # one InfiniBand fabric
-        deps.append(ppg)
     tags = {"cloudhpc-cluster": t.name, "cloudhpc-nodeset": ns.name}
-    out.append(_res("Microsoft.Compute/virtualMachineScaleSets", f"{name}-vmss", props,
-                    sku={"name": ns.size, "tier": "Standard", "capacity": 0},
-                    tags=tags, dependsOn=deps))
-    vmss = _rid("Microsoft.Compute/virtualMachineScaleSets", f"{name}-vmss")
+    out = [_res("Microsoft.Compute/virtualMachineScaleSets", vm.scale_set_name(t, ns), props,
+                sku={"name": ns.size, "tier": "Standard", "capacity": 0},
+                tags=tags, dependsOn=[vnet])]
+    vmss = _rid("Microsoft.Compute/virtualMachineScaleSets", vm.scale_set_name(t, ns))
     for node in plan.compute():
         if node.nodeset == ns.name and not node.dynamic:
-            out += _static_node(t, n, ns, node, vmss, ppg, data)
+            out += _static_node(t, n, ns, node, vmss, None, data)
     return out
+
+
+def _uniform(t: Template, n: dict[str, str], ns: NodeSet) -> list[dict[str, Any]]:
+    """An RDMA node set: a Uniform scale set with one placement group — InfiniBand is not
+    supported in Flexible orchestration, VMs cannot join a scale set with a single placement
+    group, and a placement group holds at most 100 VMs (the node set's max, checked) — in a
+    proximity placement group, in the RDMA subnet (addresses Azure gives). Azure names its
+    instances; the head tells each booted instance its Slurm node name, and Slurm learns its
+    address when it registers (cloud_reg_addrs). Capacity 0: Slurm starts nodes for jobs."""
+    vnet = _rid("Microsoft.Network/virtualNetworks", n["vnet"])
+    name = vm.scale_set_name(t, ns)
+    ppg = _rid("Microsoft.Compute/proximityPlacementGroups", vm.ppg_name(t, ns))
+    props: dict[str, Any] = {
+        "orchestrationMode": "Uniform",
+        "singlePlacementGroup": True,
+        "overprovision": False,  # an extra instance would be a node nobody asked for
+        "platformFaultDomainCount": 1,
+        "upgradePolicy": {"mode": "Manual"},
+        "proximityPlacementGroup": {"id": ppg},
+        "virtualMachineProfile": _profile(t, n, ns, RDMA_SUBNET,
+                                          custom_data(t, "compute", ns.name)),
+    }
+    tags = {"cloudhpc-cluster": t.name, "cloudhpc-nodeset": ns.name}
+    return [
+        _res("Microsoft.Compute/proximityPlacementGroups", vm.ppg_name(t, ns),
+             {"proximityPlacementGroupType": "Standard"}),
+        _res("Microsoft.Compute/virtualMachineScaleSets", name, props,
+             sku={"name": ns.size, "tier": "Standard", "capacity": 0}, tags=tags,
+             dependsOn=[vnet, ppg]),
+    ]
 
 
 def _static_node(t: Template, n: dict[str, str], ns: NodeSet, node: NodeSpec, vmss: str,

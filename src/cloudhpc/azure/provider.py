@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from cloudhpc.azure import arm, cloudinit, vm
 from cloudhpc.azure.errors import AzureError, from_http
+from cloudhpc.azure.uniform import Assignments, UniformSets
 from cloudhpc.plan import NodeSpec, Plan, Role
 from cloudhpc.providers.base import NodeInfo, NodeState, ProviderError
 from cloudhpc.template.schema import Template
@@ -27,7 +29,7 @@ STATES = {"Succeeded": NodeState.RUNNING, "Creating": NodeState.STARTING,
 class AzureProvider:
     def __init__(self, template: Template, plan: Plan, subscription: str, resource_group: str,
                  credential: Any = None, secrets: dict[str, str] | None = None,
-                 **client_kwargs: Any) -> None:
+                 assignments: Assignments | None = None, **client_kwargs: Any) -> None:
         """SECRETS: the deployment's mungeKey and clusterToken parameters (the head has them
         in its cluster directory), put into new VMs' custom data, and its sshPublicKey (the
         admin user's key on the head)."""
@@ -43,6 +45,9 @@ class AzureProvider:
         self.resources = ResourceManagementClient(credential, subscription, **client_kwargs)
         self.secrets = secrets or {}
         self._errors: list[ProviderError] = []
+        self.uniform = UniformSets(template, self.compute, resource_group, assignments or
+                                   Assignments(Path("/nonexistent"), Path("/nonexistent")))
+        self._uniform_sets = {ns.name for ns in template.compute if ns.rdma}
 
     def _id(self, rtype: str, name: str) -> str:
         """The id of a resource in the cluster's resource group."""
@@ -82,6 +87,10 @@ class AzureProvider:
         that exists already is left alone. Returns (and records) the failures."""
         from azure.core.exceptions import HttpResponseError
 
+        errors: list[ProviderError] = []
+        for nodeset in sorted({n.nodeset for n in nodes} & self._uniform_sets):
+            errors += self.uniform.launch(nodeset, [n for n in nodes if n.nodeset == nodeset])
+        nodes = [n for n in nodes if n.nodeset not in self._uniform_sets]
         pollers, failed, nics = [], [], []
         vms: Any = self.compute.virtual_machines  # REST-shaped dict bodies
         version = arm.API_VERSIONS["Microsoft.Network/networkInterfaces"]
@@ -105,7 +114,7 @@ class AzureProvider:
                 poller.result()
             except HttpResponseError as exc:
                 failed.append((node, from_http(exc, f"creating {node.name}")))
-        errors = [ProviderError(node.nodeset, [node.name], err.message) for node, err in failed]
+        errors += [ProviderError(node.nodeset, [node.name], err.message) for node, err in failed]
         self._errors += errors
         return errors
 
@@ -113,6 +122,12 @@ class AzureProvider:
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
         pollers = []
+        for nodeset in self._uniform_sets:
+            mine = [n for n in names if (spec := self.plan.node(n)) and spec.nodeset == nodeset]
+            if mine:
+                self.uniform.terminate(nodeset, mine)
+        names = [n for n in names if not ((spec := self.plan.node(n)) and
+                                          spec.nodeset in self._uniform_sets)]
         for name in names:
             try:
                 spec = self.plan.node(name)
@@ -137,9 +152,18 @@ class AzureProvider:
             tags = machine.tags or {}
             if tags.get("cloudhpc-cluster") == self.template.name and "cloudhpc-node" in tags:
                 found[tags["cloudhpc-node"]] = machine
+        uniform: dict[str, str] = {}
+        for nodeset in self._uniform_sets:
+            uniform.update(self.uniform.states(nodeset))
         out = {}
         for spec in self.plan.nodes:
             if spec.role is not Role.COMPUTE:
+                continue
+            if spec.nodeset in self._uniform_sets:
+                st = uniform.get(spec.name)
+                out[spec.name] = NodeInfo(spec.name, spec.role, spec.nodeset,
+                                          STATES.get(st, NodeState.STARTING) if st
+                                          else NodeState.ABSENT, "", "", "", None)
                 continue
             found_vm = found.get(spec.name)
             state = STATES.get(found_vm.provisioning_state or "", NodeState.STARTING) \

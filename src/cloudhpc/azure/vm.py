@@ -52,6 +52,17 @@ def scale_set_name(t: Template, ns: NodeSet) -> str:
     return f"{t.name}-{ns.name}-vmss"
 
 
+def rdma_subnet(t: Template) -> str:
+    """The subnet of the RDMA node sets' instances: addresses Azure gives them never meet
+    the plan's addresses of named VMs in the cluster subnet."""
+    if t.azure.rdma_cidr:
+        return t.azure.rdma_cidr
+    import ipaddress
+
+    net = ipaddress.ip_network(t.network.cidr)
+    return str(ipaddress.ip_network(f"{net.broadcast_address + 1}/{net.prefixlen}"))
+
+
 def ppg_name(t: Template, ns: NodeSet) -> str:
     return f"{t.name}-{ns.name}-ppg"
 

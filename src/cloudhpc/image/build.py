@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import cloudhpc
 from cloudhpc.errors import CloudHPCError
+from cloudhpc.runner import Runner
 
 RECIPE = Path(__file__).with_name("provision.sh")
 SUITE = "bookworm"
@@ -72,8 +72,10 @@ class Image:
 
 
 def _run(argv: list[str], what: str, log: Path) -> None:
-    with log.open("ab") as out:
-        done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT)
+    # this machine's environment: pip's and apt's configuration (index, certificates)
+    done = Runner().run(argv, check=False, env=dict(os.environ), timeout=3600)
+    with log.open("a") as out:
+        out.write(done.stdout + done.stderr)
     if done.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         raise CloudHPCError(f"{what} failed (exit {done.returncode}): {' | '.join(tail)}",

@@ -10,7 +10,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from cloudhpc.image.build import RECIPE, cache_root, source_tree
+from cloudhpc.image.build import RECIPE, source_tree
 from cloudhpc.template.schema import Template
 
 # Linux VMs are generalized with the Azure agent before an image is captured:
@@ -71,16 +71,17 @@ build {{
 
 def export(t: Template, dest: Path) -> tuple[list[Path], str]:
     """Write the recipe into DEST; returns (files, the cloudhpc wheel's sha256)."""
-    import subprocess
+    import os
     import sys
+
+    from cloudhpc.runner import Runner
 
     dest.mkdir(parents=True, exist_ok=True)
     wheels = dest / "wheelhouse"
     shutil.rmtree(wheels, ignore_errors=True)
     wheels.mkdir()
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheels),
-                    str(source_tree())], check=True, capture_output=True,
-                   cwd=str(cache_root()))
+    Runner().run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheels),
+                  str(source_tree())], env=dict(os.environ), timeout=900)
     sums = []
     wheel_sha = ""
     for w in sorted(wheels.glob("*.whl")):

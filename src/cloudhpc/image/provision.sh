@@ -13,7 +13,7 @@ export DEBIAN_FRONTEND=noninteractive
 PACKAGES="cloud-init systemd systemd-sysv dbus ca-certificates iproute2 iputils-ping procps
  util-linux kmod sudo locales netbase openssh-server python3 python3-venv
  munge slurmd slurmctld slurm-client slurmdbd mariadb-server
- openmpi-bin libopenmpi-dev hpcc nfs-common nfs-kernel-server"
+ openmpi-bin libopenmpi-dev python3-mpi4py hpcc nfs-common nfs-kernel-server"
 apt-get update -q
 # policy-rc.d: packages are not started while they are installed (the node's supervisor
 # starts the cluster's daemons, with the cluster's configuration)

@@ -36,10 +36,30 @@ def _secret(config_dir: Path, name: str) -> bytes:
                             hint="check the deployment's secure parameters") from None
 
 
-def _this_node(plan: Plan, role: str, name: str) -> NodeSpec:
+def _assigned(cdir: ClusterDir, nodeset: str | None, computer: str) -> str | None:
+    """The Slurm node name the head gave this instance of a Uniform scale set (its file in
+    /shared, root's; the name must be one of this node set's)."""
+    from cloudhpc.azure.uniform import NAMES_DIR
+
+    try:
+        name = (cdir.shared / NAMES_DIR / computer).read_text().strip()
+    except OSError:
+        return None
+    return name if nodeset and name.startswith(f"{nodeset}-") else None
+
+
+def _this_node(plan: Plan, role: str, name: str, cdir: ClusterDir | None = None,
+               nodeset: str | None = None) -> NodeSpec:
     if role == "head":
         return plan.head
     node = plan.node(name)
+    uniform = next((s for s in plan.nodesets if s.name == nodeset and s.uniform), None)
+    if node is None and uniform is not None and cdir is not None:
+        assigned = _assigned(cdir, nodeset, name)
+        if assigned is None:
+            raise CloudHPCError(f"the head has not named this instance ({name}) yet",
+                                hint="systemd starts the bootstrap again in a few seconds")
+        node = plan.node(assigned)
     if node is None:
         raise CloudHPCError(f"this machine's name {name!r} is no node of cluster "
                             f"{plan.cluster!r}", hint="VMs must be named after Slurm nodes")
@@ -69,7 +89,8 @@ def prepare(config_path: Path, node_name: str | None = None) -> Path:
             store.put_cluster(template.name, "azure", "running", config["template"],
                               template.network.cidr)
     bootstrap.ensure_mount_points()
-    node = _this_node(plan, config["role"], node_name or socket.gethostname())
+    node = _this_node(plan, config["role"], node_name or socket.gethostname(), cdir,
+                      config.get("nodeset"))
     return bootstrap.write_node_spec(node, cdir)
 
 

@@ -42,7 +42,11 @@ def provider_for(template: Template, plan: Plan, cdir: ClusterDir) -> Provider:
         secrets = {"mungeKey": base64.b64encode(cdir.munge_key.read_bytes()).decode(),
                    "sshPublicKey": ssh_key,  # the control token stays on the head
                    "imageId": image_id}
-        return AzureProvider(template, plan, subscription, group, secrets=secrets)
+        from cloudhpc.azure.uniform import NAMES_DIR, Assignments
+
+        assignments = Assignments(cdir.etc / "azure-assignments.json", cdir.shared / NAMES_DIR)
+        return AzureProvider(template, plan, subscription, group, secrets=secrets,
+                             assignments=assignments)
     from cloudhpc.providers.local import LocalBackend
 
     return LocalBackend(plan, cdir)

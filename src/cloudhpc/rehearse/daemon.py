@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ from cloudhpc.rehearse.platform import (
 )
 from cloudhpc.rehearse.services import dns_server, imds_app, new_token
 from cloudhpc.rehearse.vms import IMDS, WIRESERVER
+from cloudhpc.runner import Runner
 from cloudhpc.secretfile import write_secret
 
 SUBSCRIPTION = "00000000-0000-0000-0000-0000c10dc0de"  # the rehearsal's subscription
@@ -205,10 +205,8 @@ def ensure_running(timeout: float = 30) -> None:
     ready = root() / "ready"
     if running() is None:
         ready.unlink(missing_ok=True)
-        log = (root() / "serve.log").open("ab")
-        subprocess.Popen([sys.executable, "-m", "cloudhpc.rehearse", "serve"],
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                         start_new_session=True, env=dict(os.environ))
+        Runner().start([sys.executable, "-m", "cloudhpc.rehearse", "serve"],
+                       root() / "serve.log", dict(os.environ))
     # no probe of the address before it is this machine's: it would leave by the default route
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

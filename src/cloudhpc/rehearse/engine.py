@@ -23,6 +23,11 @@ from cloudhpc.rehearse.expressions import Context, Evaluator, ExpressionError
 DEPENDENCIES = ("https://learn.microsoft.com/azure/azure-resource-manager/templates/"
                 "resource-dependency")
 RUNNING = "Running"
+VMSS = "Microsoft.Compute/virtualMachineScaleSets"
+VMSS_VM = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines"
+VMSS_NIC = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/networkInterfaces"
+VM_TYPES = ("Microsoft.Compute/virtualMachines", VMSS_VM)
+NIC_TYPES = ("Microsoft.Network/networkInterfaces", VMSS_NIC)
 
 
 class ArmError(Exception):
@@ -190,7 +195,98 @@ class Engine:
         with self.lock:
             r["properties"]["provisioningState"] = "Succeeded"
             self.save()
+        if r["type"] == VMSS and r["properties"].get("orchestrationMode") == "Uniform":
+            self._scale(r)
         return r
+
+    def patch(self, rid: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PATCH: the body merged into what is there (sku, tags, properties)."""
+        old = self.get(rid)
+        merged = {k: v for k, v in old.items() if k in ("location", "sku", "tags", "identity")}
+        merged["properties"] = {**old["properties"], **(body.get("properties") or {})}
+        if "sku" in body:
+            merged["sku"] = {**(old.get("sku") or {}), **body["sku"]}
+        if "tags" in body:
+            merged["tags"] = body["tags"]
+        return self.put(rid, merged)
+
+    # --- Uniform scale sets: Azure makes and names the instances ------------------------
+    def instances(self, vmss_id: str) -> list[dict[str, Any]]:
+        prefix = vmss_id.lower() + "/virtualmachines/"
+        return sorted((r for k, r in self.resources.items()
+                       if k.startswith(prefix) and r["type"] == VMSS_VM),
+                      key=lambda r: int(r["instanceId"]))
+
+    def _free_address(self, subnet_id: str) -> str:
+        import ipaddress
+
+        vnet_id, _, name = subnet_id.rpartition("/subnets/")
+        vnet = self.get(vnet_id)
+        prefix = next(s["properties"]["addressPrefix"] for s in vnet["properties"]["subnets"]
+                      if s["name"] == name)
+        net = ipaddress.ip_network(prefix)
+        used = {c.get("properties", {}).get("privateIPAddress")
+                for r in self.resources.values() if r["type"] in NIC_TYPES
+                for c in r["properties"].get("ipConfigurations") or []}
+        for host in list(net.hosts())[3:]:  # .1 gateway, .2 .3 DNS: Azure's
+            if str(host) not in used:
+                return str(host)
+        raise ArmError(409, "SubnetIsFull", f"subnet {name} has no free address")
+
+    def _scale(self, vmss: dict[str, Any]) -> None:
+        """Make or remove instances until there are sku.capacity of them."""
+        import copy
+
+        capacity = int((vmss.get("sku") or {}).get("capacity") or 0)
+        while len(self.instances(vmss["id"])) > capacity:
+            self.delete(self.instances(vmss["id"])[-1]["id"])
+        while len(self.instances(vmss["id"])) < capacity:
+            with self.lock:
+                n = int(vmss["properties"].get("nextInstanceId", 0))
+                vmss["properties"]["nextInstanceId"] = n + 1
+                profile = copy.deepcopy(vmss["properties"]["virtualMachineProfile"])
+                os_profile = profile["osProfile"]
+                digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+                suffix, k = "", n
+                for _ in range(6):
+                    suffix, k = digits[k % 36] + suffix, k // 36
+                os_profile["computerName"] = os_profile.pop("computerNamePrefix") + suffix
+                conf = profile["networkProfile"]["networkInterfaceConfigurations"][0]
+                subnet = conf["properties"]["ipConfigurations"][0]["properties"]["subnet"]["id"]
+                rid = f"{vmss['id']}/virtualMachines/{n}"
+                nic_id = f"{rid}/networkInterfaces/{conf['name']}"
+                self.resources[nic_id.lower()] = {
+                    "id": nic_id, "name": conf["name"], "type": VMSS_NIC, "tags": {},
+                    "properties": {"virtualMachine": {"id": rid}, "ipConfigurations": [{
+                        "name": "primary", "properties": {
+                            "subnet": {"id": subnet}, "privateIPAllocationMethod": "Dynamic",
+                            "privateIPAddress": self._free_address(subnet)}}]}}
+                instance = {
+                    "id": rid, "name": f"{vmss['name']}_{n}", "instanceId": str(n),
+                    "type": VMSS_VM, "location": vmss.get("location", ""), "tags": {},
+                    "sku": {"name": (vmss.get("sku") or {}).get("name")},
+                    "properties": {"osProfile": os_profile,
+                                   "storageProfile": profile["storageProfile"],
+                                   "networkProfile": {"networkInterfaces": [{"id": nic_id}]},
+                                   "vmId": str(uuid.uuid4()),
+                                   "provisioningState": "Creating"}}
+                if vmss.get("identity"):
+                    instance["identity"] = vmss["identity"]
+                self.resources[rid.lower()] = instance
+                self.save()
+            self.platform.create(instance, self.world())
+            with self.lock:
+                instance["properties"]["provisioningState"] = "Succeeded"
+                self.save()
+
+    def delete_instances(self, vmss_id: str, ids: list[str]) -> None:
+        vmss = self.get(vmss_id)
+        for iid in ids:
+            if self.delete(f"{vmss['id']}/virtualMachines/{iid}"):
+                with self.lock:
+                    sku = vmss.setdefault("sku", {})
+                    sku["capacity"] = max(0, int(sku.get("capacity") or 0) - 1)
+                    self.save()
 
     def _attach(self, r: dict[str, Any]) -> None:
         """A VM's NICs name their VM (Azure's back reference)."""
@@ -224,6 +320,14 @@ class Engine:
         self.platform.delete(r)
         with self.lock:
             self.resources.pop(rid.lower(), None)
+            if r["type"] == VMSS_VM:  # an instance's NIC is the scale set's, not a resource
+                for k in [k for k in self.resources if k.startswith(rid.lower() + "/")]:
+                    del self.resources[k]
+            if r["type"] == VMSS:
+                for inst in self.instances(r["id"]):
+                    self.platform.delete(inst)
+                    for k in [k for k in self.resources if k.startswith(inst["id"].lower())]:
+                        del self.resources[k]
             # what goes with a VM (deleteOption: Delete): its NICs and OS disk
             if r["type"] == "Microsoft.Compute/virtualMachines":
                 for nic in (r["properties"].get("networkProfile") or {}).get(

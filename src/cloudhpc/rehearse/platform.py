@@ -6,13 +6,13 @@ per VM (vms.py) from the node image the VM names, and the platform addresses eve
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from cloudhpc.image import build
-from cloudhpc.rehearse.engine import ArmError
+from cloudhpc.rehearse.engine import VM_TYPES, ArmError
 from cloudhpc.rehearse.vms import IMDS, WIRESERVER, Sandbox, VmSpec, short
+from cloudhpc.runner import Result, Runner
 
 ARM_ADDRESS = "198.18.0.10"   # management.azure.com here
 BLOB_ADDRESS = "198.18.0.11"  # <account>.blob.core.windows.net here
@@ -20,8 +20,8 @@ HOST_ADDRESSES = (IMDS, WIRESERVER, ARM_ADDRESS, BLOB_ADDRESS)
 IMAGE_TYPE = "Microsoft.Compute/images"
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+def _ip(*args: str, check: bool = True) -> Result:
+    return Runner().run(["ip", *args], check=check)
 
 
 def add_host_addresses() -> None:
@@ -109,7 +109,7 @@ class VmPlatform:
         rtype = resource["type"]
         if rtype == "Microsoft.Network/virtualNetworks":
             self._bridge(resource, world)
-        elif rtype == "Microsoft.Compute/virtualMachines":
+        elif rtype in VM_TYPES:
             self.sandbox(resource, world).boot()
 
     def _bridge(self, vnet: dict[str, Any], world: dict[str, dict[str, Any]]) -> None:
@@ -136,7 +136,7 @@ class VmPlatform:
         rtype = resource["type"]
         if rtype == "Microsoft.Network/virtualNetworks":
             _ip("link", "del", bridge_name(resource["id"]), check=False)
-        elif rtype == "Microsoft.Compute/virtualMachines":
+        elif rtype in VM_TYPES:
             d = self.vm_root / short(resource["id"], 16)
             if (d / "spec.json").exists():
                 Sandbox(self.vm_root, _spec_of(d / "spec.json")).delete()

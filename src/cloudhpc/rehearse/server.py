@@ -102,9 +102,18 @@ def create_app(engine: Engine, tokens: set[str]) -> FastAPI:
                                 headers={"Retry-After": "1"})
         rid = group_id + rest
         segments = rest.strip("/").split("/")
+        if method == "POST" and segments[-1].lower() == "delete":  # scale-set instances
+            engine.delete_instances(rid.rsplit("/", 1)[0], [str(i) for i in
+                                                            body.get("instanceIds") or []])
+            return Response(status_code=200)
         if len(segments) % 2 == 1:  # .../providers/NS/type: a collection
             rtype = type_of(rid + "/x")
-            return JSONResponse({"value": engine.in_group(group_id, rtype)})
+            parent = rid.rsplit("/", 1)[0].lower()
+            found = [r for r in engine.in_group(group_id, rtype)
+                     if len(segments) == 3 or r["id"].lower().startswith(parent + "/")]
+            return JSONResponse({"value": found})
+        if method == "PATCH":
+            return JSONResponse(engine.patch(rid, body))
         if method == "PUT":
             existed = rid.lower() in engine.resources
             return JSONResponse(engine.put(rid, body), status_code=200 if existed else 201)

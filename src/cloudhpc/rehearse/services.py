@@ -16,7 +16,7 @@ from dnslib.server import BaseResolver, DNSServer
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from cloudhpc.rehearse.engine import Engine
+from cloudhpc.rehearse.engine import NIC_TYPES, VM_TYPES, Engine
 
 IMDS_DOC = "https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service"
 
@@ -24,7 +24,7 @@ IMDS_DOC = "https://learn.microsoft.com/azure/virtual-machines/instance-metadata
 def _vm_by_address(engine: Engine, address: str) -> dict[str, Any] | None:
     with engine.lock:
         for r in engine.resources.values():
-            if r.get("type") != "Microsoft.Network/networkInterfaces":
+            if r.get("type") not in NIC_TYPES:
                 continue
             for conf in (r.get("properties") or {}).get("ipConfigurations") or []:
                 if (conf.get("properties") or {}).get("privateIPAddress") == address:
@@ -103,7 +103,7 @@ class _Resolver(BaseResolver):  # type: ignore[misc]
         host = name.removesuffix(".internal.cloudapp.net")
         with self.engine.lock:
             for r in self.engine.resources.values():
-                if r.get("type") != "Microsoft.Compute/virtualMachines":
+                if r.get("type") not in VM_TYPES:
                     continue
                 profile = (r.get("properties") or {}).get("osProfile") or {}
                 if profile.get("computerName", "").lower() == host:

@@ -23,12 +23,13 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cloudhpc.image.build import Image
+from cloudhpc.runner import Result, Runner
+from cloudhpc.secretfile import write_secret
 
 CGROUP = Path("/sys/fs/cgroup/systemd")
 GATEWAY_HOST = 1  # Azure's default gateway: the subnet's first host address
@@ -42,8 +43,11 @@ def short(text: str, n: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+RUN = Runner()
+
+
+def _ip(*args: str, check: bool = True) -> Result:
+    return RUN.run(["ip", *args], check=check)
 
 
 @dataclass
@@ -106,8 +110,7 @@ class Sandbox:
         (seed / "meta-data").write_text(f"instance-id: {s.instance_id}\n"
                                         f"local-hostname: {s.hostname}\n")
         user_data = base64.b64decode(s.custom_data) if s.custom_data else b""
-        (seed / "user-data").write_bytes(user_data)
-        os.chmod(seed / "user-data", 0o600)
+        write_secret(seed / "user-data", user_data)  # it holds the VM's secrets
         # what Azure's provisioning does for every Linux VM: the admin user with its keys
         # (osProfile), given as the platform's vendor data
         vendor = {"users": [{"name": s.admin_user, "shell": "/bin/bash",
@@ -169,18 +172,15 @@ class Sandbox:
         cgroup = CGROUP / "cloudhpc-rehearsal" / f"{short(self.spec.vm_id, 16)}-{time.time_ns()}"
         cgroup.mkdir(parents=True)
         (self.dir / "cgroup").write_text(str(cgroup))
-        proc = subprocess.Popen(
+        pid = RUN.start(
             # nsenter joins the VM's network namespace (`unshare --net=FILE` would make a
             # new one and mount it over FILE)
             ["nsenter", f"--net=/run/netns/{self.netns}", "unshare", "--mount", "--uts",
              "--pid", "--fork", "--propagation", "private", "sh", "-c",
              self._boot_script(cgroup)],
-            stdin=subprocess.DEVNULL, stdout=(self.dir / "boot.log").open("ab"),
-            stderr=subprocess.STDOUT, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                                           "container": "cloudhpc-rehearsal"},
-            start_new_session=True)
-        self.pid_file.write_text(str(proc.pid))
-        return proc.pid
+            self.dir / "boot.log", {"container": "cloudhpc-rehearsal"})
+        self.pid_file.write_text(str(pid))
+        return pid
 
     def processes(self) -> list[int]:
         out = _ip("netns", "pids", self.netns, check=False).stdout.split()
@@ -212,16 +212,15 @@ class Sandbox:
         _remove_netns(self.netns)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(self, *argv: str, timeout: float = 60) -> Result:
         """A command inside the VM (as its root would run it from a console)."""
         pid = self.pid()
         if pid is None:
             raise RuntimeError(f"the VM {self.spec.hostname} is not running")
-        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
-                                  text=True).stdout.split()
+        children = RUN.run(["pgrep", "-P", str(pid)], check=False).stdout.split()
         init = children[0] if children else str(pid)  # unshare --fork's child: the VM's PID 1
-        return subprocess.run(["nsenter", "-t", init, "-a", "-r", "-w", *argv],
-                              capture_output=True, text=True, timeout=timeout)
+        return RUN.run(["nsenter", "-t", init, "-a", "-r", "-w", *argv], check=False,
+                       timeout=timeout)
 
 
 def _remove_cgroup(path: Path) -> None:
@@ -241,7 +240,7 @@ def _remove_netns(name: str) -> None:
             return
         _ip("netns", "del", name, check=False)
         if path.exists():
-            subprocess.run(["umount", str(path)], capture_output=True)
+            RUN.run(["umount", str(path)], check=False)
             try:
                 path.unlink()
             except OSError:

@@ -111,7 +111,11 @@ def render_nodes(plan: Plan) -> str:
         state = "CLOUD" if node.dynamic else "UNKNOWN"
         # static nodes first, then each node set in template order (lower weight is used first)
         weight = nodeset.weight + (5 if node.dynamic else 0)
-        lines.append(f"NodeName={node.name} NodeAddr={node.address} NodeHostname={node.name} "
+        # a Uniform scale set's instance has an address Azure gives it: Slurm sets NodeAddr
+        # and NodeHostname when the node registers (SlurmctldParameters=cloud_reg_addrs)
+        where = "" if nodeset.uniform else \
+            f"NodeAddr={node.address} NodeHostname={node.name} "
+        lines.append(f"NodeName={node.name} {where}"
                      f"CPUs={node.cpus} RealMemory={node.memory_mib} Feature={node.nodeset} "
                      f"Weight={weight} State={state}")
     return "\n".join(lines) + "\n"
@@ -153,7 +157,8 @@ def render_power_save(plan: Plan, paths: SlurmPaths) -> str:
         f"SuspendTime={min(s.idle_timeout for s in plan.nodesets if s.dynamic)}",
         "TreeWidth=65533",
         "PrivateData=cloud",  # show powered-down cloud nodes in sinfo (status, prolog)
-        "SlurmctldParameters=power_save_interval=1,power_save_min_interval=0",
+        "SlurmctldParameters=power_save_interval=1,power_save_min_interval=0" +
+        (",cloud_reg_addrs" if any(s.uniform for s in plan.nodesets) else ""),
     ]
     if static:
         lines.append(f"SuspendExcNodes={hostlist.collect_hostlist(static)}")

@@ -76,6 +76,9 @@ class Azure(_Model):
                        "cloudhpc's node image is built on (`cloudhpc image export`); VMs boot "
                        "the built node image, named by the deployment's imageId parameter")
     head_public_ip: bool = Field(True, description="give the head node a public IP address")
+    rdma_cidr: str | None = Field(None, description="the subnet of RDMA node sets' scale-set "
+                                  "instances, whose addresses Azure gives (default: the block "
+                                  "of network.cidr's size right after it)")
     ssh_cidrs: list[str] = Field(default_factory=list,
                                  description="CIDRs allowed to reach the head's SSH port")
     api_cidrs: list[str] = Field(default_factory=list,

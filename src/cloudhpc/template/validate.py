@@ -176,6 +176,11 @@ def azure(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator
                      f"({PLACEMENT_GROUP_LIMIT} VMs)",
                      f"split it into node sets of at most {PLACEMENT_GROUP_LIMIT} that share "
                      "one partition", lines)
+        if ns.rdma and ns.min > 0:
+            yield _f(Level.ERROR, ("compute", i, "min"), f"RDMA node set {ns.name!r} has min "
+                     f"{ns.min}: on Azure its nodes are instances of a Uniform scale set that "
+                     "Slurm starts when jobs need them", "set min: 0 (jobs start the nodes; "
+                     "idle_timeout keeps them for the next job)", lines)
     for key in ("ssh_cidrs", "api_cidrs"):
         for k, cidr in enumerate(getattr(az, key)):
             if cidr in ("*", "Internet", "Any"):
