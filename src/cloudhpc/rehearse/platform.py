@@ -102,7 +102,9 @@ class VmPlatform:
                       profile.get("adminUsername", ""), tuple(
                           k.get("keyData", "") for k in ((profile.get("linuxConfiguration") or {})
                                                          .get("ssh") or {}).get("publicKeys")
-                          or []))
+                          or []),
+                      tuple((_props(world.get(vnet_id.lower()) or {}).get("addressSpace") or {})
+                            .get("addressPrefixes") or []))
 
     # --- Platform ----------------------------------------------------------------------------
     def create(self, resource: dict[str, Any], world: dict[str, dict[str, Any]]) -> None:
@@ -153,4 +155,5 @@ def _spec_of(path: Path) -> VmSpec:
 
     data = json.loads(path.read_text())
     data["ssh_keys"] = tuple(data.get("ssh_keys") or ())
+    data["vnet_prefixes"] = tuple(data.get("vnet_prefixes") or ())
     return VmSpec(**data)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import shlex
@@ -65,6 +66,7 @@ class VmSpec:
     nfs_dir: str = ""   # this machine's stand-in for the VNet's NFS exports
     admin_user: str = ""
     ssh_keys: tuple[str, ...] = ()
+    vnet_prefixes: tuple[str, ...] = ()  # the whole VNet is reachable (Azure's system routes)
 
 
 class Sandbox:
@@ -102,6 +104,11 @@ class Sandbox:
         routes = [f"{IMDS}/32", f"{WIRESERVER}/32"] + ([PLATFORM] if s.outbound else [])
         for dest in routes:
             _ip("-n", self.netns, "route", "replace", dest, "via", s.gateway)
+        # the VNet's other subnets: on the same bridge here, so on-link (this machine
+        # forwards nothing)
+        for prefix in s.vnet_prefixes:
+            if ipaddress.ip_address(s.address) not in ipaddress.ip_network(prefix):
+                _ip("-n", self.netns, "route", "replace", prefix, "dev", "eth0")
 
     def _seed(self) -> None:
         s = self.spec
