@@ -11,7 +11,7 @@ fi
 
 APT_PACKAGES=(slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev python3-mpi4py
               iproute2 util-linux procps python3-venv chromium tmux
-              mariadb-server slurmdbd hpcc)
+              mariadb-server slurmdbd hpcc mmdebstrap)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -279,6 +279,13 @@ class Engine:
                 instance["properties"]["provisioningState"] = "Succeeded"
                 self.save()
 
+    def restart(self, rid: str) -> None:
+        """A VM's reboot: its processes stop, its disk boots again."""
+        vm = self.get(rid)
+        restart = getattr(self.platform, "restart", None)
+        if restart is not None:
+            restart(vm, self.world())
+
     def delete_instances(self, vmss_id: str, ids: list[str]) -> None:
         vmss = self.get(vmss_id)
         for iid in ids:

@@ -134,6 +134,11 @@ class VmPlatform:
             net = ipaddress.ip_network(s["properties"]["addressPrefix"])
             _ip("addr", "replace", f"{net.network_address + 1}/{net.prefixlen}", "dev", name)
 
+    def restart(self, vm: dict[str, Any], world: dict[str, dict[str, Any]]) -> None:
+        box = self.sandbox(vm, world)
+        box.stop()
+        box.boot()
+
     def delete(self, resource: dict[str, Any]) -> None:
         rtype = resource["type"]
         if rtype == "Microsoft.Network/virtualNetworks":

@@ -102,6 +102,9 @@ def create_app(engine: Engine, tokens: set[str]) -> FastAPI:
                                 headers={"Retry-After": "1"})
         rid = group_id + rest
         segments = rest.strip("/").split("/")
+        if method == "POST" and segments[-1].lower() == "restart":  # a VM's reboot
+            engine.restart(rid.rsplit("/", 1)[0])
+            return Response(status_code=200)
         if method == "POST" and segments[-1].lower() == "delete":  # scale-set instances
             engine.delete_instances(rid.rsplit("/", 1)[0], [str(i) for i in
                                                             body.get("instanceIds") or []])
