@@ -26,12 +26,12 @@ SECRETS = {"sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtest rehearsal
                       "images/cloudhpc-test"}
 
 
-def small(rdma: bool = False) -> Any:
+def small(rdma: bool = False, nat: bool = False) -> Any:
     data = {"version": 1, "name": "rh", "provider": "azure",
             "network": {"cidr": "10.40.0.0/24"},
             "compute": [{"name": "cn", "size": "Standard_D4s_v5", "min": 1, "max": 3}],
             "azure": {"region": "eastus", "ssh_cidrs": ["203.0.113.0/24"],
-                      "subscription": SUB, "resource_group": "rg-rh"}}
+                      "subscription": SUB, "resource_group": "rg-rh", "nat_gateway": nat}}
     if rdma:
         data["compute"].append({"name": "hb", "size": "Standard_HB120rs_v3", "rdma": True,
                                 "min": 0, "max": 2})
@@ -177,3 +177,16 @@ def test_a_contributor_cannot_deploy_the_role_assignment(arm: Arm) -> None:
     err = _engine_preflight(arm, template)
     assert err.code == "InvalidTemplateDeployment"
     assert "roleAssignments/write" in err.message
+
+
+def test_a_nat_gateway_is_an_option_for_every_subnet(arm: Arm) -> None:
+    """Finding 7: scale-set VMs have no default outbound access; the node image needs none,
+    and a NAT gateway is there for what a user's jobs may need."""
+    t = small(rdma=True, nat=True)
+    deploy(arm, t)
+    vnet = next(r for r in arm.engine.resources.values()
+                if r["type"] == "Microsoft.Network/virtualNetworks")
+    nat = next(r for r in arm.engine.resources.values()
+               if r["type"] == "Microsoft.Network/natGateways")
+    assert [s["properties"]["natGateway"]["id"] for s in vnet["properties"]["subnets"]] == [
+        nat["id"], nat["id"]]

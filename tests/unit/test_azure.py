@@ -37,7 +37,7 @@ def by_type(arm: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
 def test_example_exports_a_template_that_passes_the_linter(arm: dict[str, Any]) -> None:
     assert lint(arm) == []
     types = {r["type"] for r in arm["resources"]}
-    assert types == set(API_VERSIONS)
+    assert types == set(API_VERSIONS) - {"Microsoft.Network/natGateways"}  # an option
 
 
 def test_rdma_node_set_gets_a_placement_group_and_min_nodes(arm: dict[str, Any]) -> None:

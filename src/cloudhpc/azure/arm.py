@@ -25,6 +25,7 @@ API_VERSIONS = {
     "Microsoft.Network/networkSecurityGroups": "2023-09-01",
     "Microsoft.Network/virtualNetworks": "2023-09-01",
     "Microsoft.Network/publicIPAddresses": "2023-09-01",
+    "Microsoft.Network/natGateways": "2023-09-01",
     "Microsoft.Network/networkInterfaces": "2023-09-01",
     "Microsoft.ManagedIdentity/userAssignedIdentities": "2023-01-31",
     "Microsoft.Authorization/roleAssignments": "2022-04-01",
@@ -98,7 +99,8 @@ def _arm_rid(rtype: str, name: str) -> str:
 def _names(t: Template) -> dict[str, str]:
     c = t.name
     return {"nsg": f"{c}-nsg", "vnet": f"{c}-vnet", "subnet": "cluster", "pip": f"{c}-head-ip",
-            "nic": f"{c}-head-nic", "head": f"{c}-head", "identity": f"{c}-identity"}
+            "nic": f"{c}-head-nic", "head": f"{c}-head", "identity": f"{c}-identity",
+            "nat": f"{c}-nat", "nat_ip": f"{c}-nat-ip"}
 
 
 def _nsg(t: Template, n: dict[str, str]) -> dict[str, Any]:
@@ -125,9 +127,29 @@ def _vnet(t: Template, n: dict[str, str]) -> dict[str, Any]:
         prefixes.append(rdma)
         subnets.append({"name": RDMA_SUBNET, "properties": {
             "addressPrefix": rdma, "networkSecurityGroup": {"id": nsg}}})
+    deps = [nsg]
+    if t.azure.nat_gateway:
+        nat = _rid("Microsoft.Network/natGateways", n["nat"])
+        for subnet in subnets:
+            subnet["properties"]["natGateway"] = {"id": nat}  # type: ignore[index]
+        deps.append(nat)
     return _res("Microsoft.Network/virtualNetworks", n["vnet"], {
         "addressSpace": {"addressPrefixes": prefixes}, "subnets": subnets,
-    }, dependsOn=[nsg])
+    }, dependsOn=deps)
+
+
+def _nat(t: Template, n: dict[str, str]) -> list[dict[str, Any]]:
+    """The optional NAT gateway: outbound access for every VM of the cluster's subnets."""
+    if not t.azure.nat_gateway:
+        return []
+    pip = _rid("Microsoft.Network/publicIPAddresses", n["nat_ip"])
+    return [
+        _res("Microsoft.Network/publicIPAddresses", n["nat_ip"],
+             {"publicIPAllocationMethod": "Static"}, sku={"name": "Standard"}),
+        _res("Microsoft.Network/natGateways", n["nat"],
+             {"idleTimeoutInMinutes": 4, "publicIpAddresses": [{"id": pip}]},
+             sku={"name": "Standard"}, dependsOn=[pip]),
+    ]
 
 
 def _subnet_id(n: dict[str, str], subnet: str | None = None) -> str:
@@ -299,7 +321,7 @@ def export(t: Template) -> tuple[dict[str, Any], dict[str, Any]]:
     """(azuredeploy.json, azuredeploy.parameters.json) for a template."""
     n = _names(t)
     plan = make_plan(t.model_copy(update={"provider": "azure"}))
-    resources: list[dict[str, Any]] = [_nsg(t, n), _vnet(t, n), *_identity(n),
+    resources: list[dict[str, Any]] = [_nsg(t, n), *_nat(t, n), _vnet(t, n), *_identity(n),
                                        *_head(t, n, plan.head.address)]
     for ns in t.compute:
         resources += _nodeset(t, n, ns, plan)

@@ -24,6 +24,7 @@ NAME_RULES = {
     "Microsoft.Network/networkSecurityGroups": (_NET, 80),
     "Microsoft.Network/virtualNetworks": (_VM, 64),
     "Microsoft.Network/publicIPAddresses": (_NET, 80),
+    "Microsoft.Network/natGateways": (_NET, 80),
     "Microsoft.Network/networkInterfaces": (_NET, 80),
     "Microsoft.ManagedIdentity/userAssignedIdentities": (r"^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$",
                                                          128),

@@ -93,7 +93,12 @@ class VmPlatform:
         nic = self._nic(vm, world)
         vnet_id, net, conf = self._subnet(nic, world)
         profile = _props(vm).get("osProfile") or {}
-        outbound = bool(conf.get("publicIPAddress"))
+        # a public IP on the NIC or a NAT gateway on the subnet: Azure's endpoints reachable
+        subnet_name = (conf.get("subnet") or {}).get("id", "").rpartition("/")[2]
+        subnets = _props(world.get(vnet_id.lower()) or {}).get("subnets") or []
+        nat = any(s["name"] == subnet_name and (s.get("properties") or {}).get("natGateway")
+                  for s in subnets)
+        outbound = bool(conf.get("publicIPAddress")) or nat
         return VmSpec(vm["id"], _props(vm).get("vmId", vm["id"]),
                       profile.get("computerName", vm["name"]), conf["privateIPAddress"],
                       net.prefixlen, bridge_name(vnet_id), str(net.network_address + 1),

@@ -76,6 +76,10 @@ class Azure(_Model):
                        "cloudhpc's node image is built on (`cloudhpc image export`); VMs boot "
                        "the built node image, named by the deployment's imageId parameter")
     head_public_ip: bool = Field(True, description="give the head node a public IP address")
+    nat_gateway: bool = Field(False, description="give the cluster's subnets a NAT gateway: "
+                              "outbound internet for every VM (not needed to boot: the node "
+                              "image has everything; scale-set VMs have no outbound access "
+                              "without one)")
     rdma_cidr: str | None = Field(None, description="the subnet of RDMA node sets' scale-set "
                                   "instances, whose addresses Azure gives (default: the block "
                                   "of network.cidr's size right after it)")
