@@ -101,3 +101,16 @@ def test_load_raises_with_every_error(tmp_path) -> None:  # type: ignore[no-unty
         load(path)
     assert len(info.value.findings) == 2
     assert str(path) in str(info.value)
+
+
+def test_a_stored_template_of_an_earlier_version_still_loads() -> None:
+    """Every daemon reads the cluster's stored template at each (re)start: a field an
+    earlier cloudhpc wrote must not make it fail. Seen: after `azure.package` was removed,
+    a running cluster's reconciler and control plane exited on their next restart
+    ("Extra inputs are not permitted") and its nodes were never healed."""
+    from cloudhpc.template.schema import Template
+
+    stored = {"version": 1, "name": "old", "network": {"cidr": "198.19.99.0/24"},
+              "compute": [{"name": "hpc", "size": "Standard_D4s_v5", "min": 1, "max": 1}],
+              "azure": {"package": "cloudhpc"}}
+    assert Template.model_validate(stored).name == "old"
