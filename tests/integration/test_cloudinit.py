@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from cloudhpc.azure.arm import decode_custom_data, export
-from cloudhpc.azure.cloudinit import CONFIG_PATH
+from cloudhpc.azure.cloudinit import CONFIG_PATH, UNIT_PATH
 from cloudhpc.plan import make_plan
 from cloudhpc.template.loader import load
 
@@ -65,7 +65,12 @@ def test_head_bootstraps_from_its_custom_data(vm_netns: str, home: Path,
         path = etc / Path(f["path"]).name
         path.write_text(f["content"])
         path.chmod(int(f["permissions"], 8))
-    command = doc["runcmd"][-1]
+    # cloud-init enables the node's unit; the unit runs the bootstrap (at every boot)
+    assert doc["runcmd"][-1] == ["systemctl", "enable", "--now", "--no-block",
+                                 "cloudhpc-node.service"]
+    unit = next(f["content"] for f in doc["write_files"] if f["path"] == UNIT_PATH)
+    command = next(line for line in unit.splitlines()
+                   if line.startswith("ExecStart="))[len("ExecStart="):].split()
     assert command[1:] == ["-m", "cloudhpc.node.cloudinit", CONFIG_PATH]
     state = tmp_path / "vm-state"
     env = {**os.environ, "CLOUDHPC_HOME": str(state)}
@@ -206,8 +211,8 @@ def test_a_min_node_bootstraps_from_its_custom_data_and_runs_jobs(
                "clusterToken": "t0k3n"}
     head_doc = _custom_data(vms["t-cinit-head"], secrets)
     cn_doc = _custom_data(vms["t-cinit-cn-1"], secrets)  # Azure's name: cluster first
-    mount = next(c for c in cn_doc["runcmd"] if c[0] == "sh")[2]
-    assert mount.startswith("until mount -t nfs")
+    fstab = next(c for c in cn_doc["runcmd"] if c[0] == "sh")[2]
+    assert " nfs vers=4.2,hard" in fstab  # the NFS mount (fstab); a bind mount stands in
     head_shared = tmp_path / "vm-head" / "clusters" / "t-cinit" / "shared"
     for ns, doc, node in ((two_vms[0], head_doc, "head"), (two_vms[1], cn_doc, "cn-1")):
         config = _write_files(doc, tmp_path / f"etc-{node}")

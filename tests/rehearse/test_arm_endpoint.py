@@ -5,6 +5,9 @@ rules enforced (each finding of issue 14 that a deployment would meet is a refus
 from __future__ import annotations
 
 import copy
+import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,9 @@ def test_the_control_planes_sdk_calls_launch_list_and_delete_vms(arm: Arm) -> No
     provider = AzureProvider(t, plan, SUB, "rg-rh", credential=Credential(),
                              secrets=SECRETS, **arm.kwargs())
     assert provider.launch([plan.node("cn-2")]) == []  # type: ignore[list-item]
+    deadline = time.monotonic() + 30  # accepted at once, provisioned a moment later
+    while provider.nodes()["cn-2"].state.value != "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
     nodes = provider.nodes()
     assert nodes["cn-2"].state.value == "running" and nodes["cn-3"].state.value == "absent"
     provider.terminate(["cn-2"])
@@ -190,3 +196,33 @@ def test_a_nat_gateway_is_an_option_for_every_subnet(arm: Arm) -> None:
                if r["type"] == "Microsoft.Network/natGateways")
     assert [s["properties"]["natGateway"]["id"] for s in vnet["properties"]["subnets"]] == [
         nat["id"], nat["id"]]
+
+
+def test_a_vm_that_fails_after_it_was_accepted_is_reported_when_it_fails(
+        arm: Arm, tmp_path: Path) -> None:
+    """Finding 13: the power program waited for VM creation with a 120 s call timeout, so a
+    failure that came later never reached Slurm. Now launch() returns once Azure accepted
+    the requests, and a late failure (here AllocationFailed: the rehearsal's region has room
+    for one more D4s_v5) is reported when it arrives."""
+    t = small()
+    deploy(arm, t)
+    used = sum(1 for r in arm.engine.resources.values()
+               if r["type"] == "Microsoft.Compute/virtualMachines")
+    capacity = tmp_path / "capacity.json"
+    capacity.write_text(json.dumps({"Standard_D4s_v5": used + 1}))
+    arm.engine.capacity_file = capacity
+    plan = make_plan(t.model_copy(update={"provider": "azure"}))
+    provider = AzureProvider(t, plan, SUB, "rg-rh", credential=Credential(),
+                             secrets=SECRETS, **arm.kwargs())
+    late: list[Any] = []
+    arrived = threading.Event()
+
+    def report(error: Any) -> None:
+        late.append(error)
+        arrived.set()
+
+    provider.on_failure(report)
+    assert provider.launch([plan.node("cn-2"), plan.node("cn-3")]) == []  # type: ignore[list-item]
+    assert arrived.wait(30), "the late failure was never reported"
+    assert len(late) == 1 and late[0].nodes in (["cn-2"], ["cn-3"])
+    assert "AllocationFailed" in late[0].cause and "\n" not in late[0].cause

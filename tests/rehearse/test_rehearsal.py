@@ -89,7 +89,9 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
     r = Rehearsal(home, {}, 0.0)
     began = time.monotonic()
     try:
-        up = r.cli("up", str(path), "--rehearse", "--json", timeout=1800)
+        # the region has room for two D4s_v5 (serial-1 and one more): a third fails late
+        up = r.cli("up", str(path), "--rehearse", "--json", "--rehearse-capacity",
+                   "Standard_D4s_v5=2", timeout=1800)
         assert up.returncode == 0, up.stderr[-3000:]
         r.up_seconds = time.monotonic() - began
         r.outputs = json.loads(up.stdout)["outputs"]
@@ -145,6 +147,26 @@ def test_an_mpi_job_runs_across_two_rdma_nodes_started_from_zero_through_the_sdk
         "hb-000000", "hb-000001"]
     addr = rehearsal.sh("head", "scontrol show node hb-1 | grep -o 'NodeAddr=[^ ]*'")
     assert addr.strip().startswith("NodeAddr=198.19.67.")  # learned at registration
+
+
+def test_a_late_allocation_failure_reaches_slurm(rehearsal: Rehearsal) -> None:
+    """Finding 13: Azure accepts a VM and fails it minutes later (AllocationFailed); the
+    control plane reports it to Slurm when it arrives, with Azure's message."""
+    job = rehearsal.sh("head", "cd /tmp && sbatch --parsable -p serial -N 2 "
+                       "-w serial-2,serial-3 --wrap hostname").strip()
+    try:
+        def reason() -> str:
+            out = rehearsal.sh("head", "scontrol show node serial-2,serial-3")
+            return out if "AllocationFailed" in out else ""
+
+        out = _wait("AllocationFailed in a node's reason", reason, 180, 3)
+        assert "Reason=" in out
+        events = rehearsal.sh("head", f"cat /var/lib/cloudhpc/clusters/{NAME}/events.jsonl")
+        assert any(json.loads(e).get("kind") == "node_failed" and
+                   "AllocationFailed" in json.loads(e).get("cause", "")
+                   for e in events.splitlines() if e.strip())
+    finally:
+        rehearsal.sh("head", f"scancel {job}")
 
 
 def test_idle_nodes_go_away(rehearsal: Rehearsal) -> None:

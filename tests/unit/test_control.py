@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cloudhpc.autoscale.control import Controller
 from cloudhpc.events import EventLog
@@ -37,6 +38,9 @@ class FakeProvider:
     def terminate(self, names: Sequence[str]) -> None:
         for name in names:
             self.made.pop(name, None)
+
+    def on_failure(self, report: Any) -> None:
+        self.report = report
 
     def nodes(self) -> dict[str, NodeInfo]:
         return {n.name: NodeInfo(n.name, n.role, n.nodeset,

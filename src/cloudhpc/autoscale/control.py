@@ -18,7 +18,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from cloudhpc.events import EventKind, EventLog
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import NodeSpec, Plan, make_plan
 from cloudhpc.providers import provider_for
-from cloudhpc.providers.base import NodeState, Provider
+from cloudhpc.providers.base import NodeState, Provider, ProviderError
 from cloudhpc.template import Template
 
 log = logging.getLogger("cloudhpc.control")
@@ -42,13 +42,29 @@ class Controller:
     Typed against the provider interface; serve() picks the implementation."""
 
     def __init__(self, plan: Plan, provider: Provider, capacity: dict[str, int],
-                 events: EventLog, clock: Any = time) -> None:
+                 events: EventLog, clock: Any = time,
+                 take_out: Callable[[str, str], None] | None = None) -> None:
+        """TAKE_OUT(node, cause): tell Slurm a node will not come (late failures)."""
         self.plan = plan
         self.provider = provider
         self.capacity = capacity
         self.events = events
         self.clock = clock
+        self.take_out = take_out
         self.lock = threading.Lock()
+        provider.on_failure(self._late_failure)
+
+    def _late_failure(self, error: ProviderError) -> None:
+        """A node the provider accepted to make and then could not (Azure: minutes later):
+        Slurm must not wait ResumeTimeout for it."""
+        for node in error.nodes:
+            self.events.emit(EventKind.NODE_FAILED, node=node, nodeset=error.nodeset,
+                             cause=error.cause)
+            if self.take_out is not None:
+                try:
+                    self.take_out(node, error.cause)
+                except Exception:  # noqa: BLE001 - the reconciler sees the node later
+                    log.exception("could not take %s out of Slurm", node)
 
     def _specs(self, names: Sequence[str]) -> list[NodeSpec]:
         specs = [self.plan.node(n) for n in names]
@@ -195,8 +211,13 @@ def serve(cluster_dir: str) -> None:
     server = _Server(str(sock), _Handler)
     os.chmod(sock, stat.S_IRUSR | stat.S_IWUSR)  # only root connects
     server.token = (cdir.etc / "control.token").read_text().strip()
+    def take_out(node: str, cause: str) -> None:
+        from cloudhpc.slurm.client import SlurmClient, on_this_node
+
+        SlurmClient(on_this_node()).take_out(node, cause)
+
     server.controller = Controller(plan, provider, template.local.capacity,
-                                   EventLog(cdir.events))
+                                   EventLog(cdir.events), take_out=take_out)
     log.info("control plane for %s listening on %s", plan.cluster, sock)
     server.serve_forever(poll_interval=3600)
 

@@ -10,7 +10,8 @@ node set, which backs off; Slurm's node and job reasons carry the message."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ class AzureProvider:
         self.resources = ResourceManagementClient(credential, subscription, **client_kwargs)
         self.secrets = secrets or {}
         self._errors: list[ProviderError] = []
+        self._report: Callable[[ProviderError], None] | None = None
         self.uniform = UniformSets(template, self.compute, resource_group, assignments or
                                    Assignments(Path("/nonexistent"), Path("/nonexistent")))
         self._uniform_sets = {ns.name for ns in template.compute if ns.rdma}
@@ -82,9 +84,16 @@ class AzureProvider:
                 "tags": vm.vm_tags(self.template, ns, node),
                 "properties": vm.vm_properties(self.template, ns, node, values, self._rid)}
 
+    def on_failure(self, report: Callable[[ProviderError], None]) -> None:
+        self._report = report
+        self.uniform.report = report
+
     def launch(self, nodes: Sequence[NodeSpec]) -> list[ProviderError]:
-        """Start creating every node at once (one request each, polled together); a node
-        that exists already is left alone. Returns (and records) the failures."""
+        """Ask Azure for every node at once and return: what Azure refuses when asked (quota,
+        SkuNotAvailable, a bad request) is returned; a VM's provisioning, which takes minutes
+        and may still fail (AllocationFailed, OSProvisioningTimedOut ...), is watched in the
+        background, and a late failure goes to the on_failure report whenever it arrives
+        (Slurm then takes the node out with Azure's message)."""
         from azure.core.exceptions import HttpResponseError
 
         errors: list[ProviderError] = []
@@ -110,13 +119,24 @@ class AzureProvider:
             except HttpResponseError as exc:
                 failed.append((node, from_http(exc, f"creating {node.name}")))
         for node, poller in pollers:
-            try:
-                poller.result()
-            except HttpResponseError as exc:
-                failed.append((node, from_http(exc, f"creating {node.name}")))
+            threading.Thread(target=self._watch, args=(node, poller), daemon=True,
+                             name=f"watch-{node.name}").start()
         errors += [ProviderError(node.nodeset, [node.name], err.message) for node, err in failed]
         self._errors += errors
         return errors
+
+    def _watch(self, node: NodeSpec, poller: Any) -> None:
+        """Wait for a VM's provisioning; report a failure that arrives late."""
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            poller.result()
+        except HttpResponseError as exc:
+            error = ProviderError(node.nodeset, [node.name],
+                                  from_http(exc, f"creating {node.name}").message)
+            self._errors.append(error)
+            if self._report is not None:
+                self._report(error)
 
     def terminate(self, names: Sequence[str]) -> None:
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from cloudhpc.secretfile import write_secret
 from cloudhpc.template.schema import Template
 
 NAMES_DIR = ".cloudhpc/names"  # under the cluster's /shared
+LIST_WAIT = 120  # seconds for Azure to list the instances a capacity change asked for
 
 
 class Assignments:
@@ -70,6 +72,7 @@ class UniformSets:
                  assignments: Assignments) -> None:
         self.t, self.compute, self.rg, self.assignments = template, compute, rg, assignments
         self._locks: dict[str, threading.Lock] = {}
+        self.report: Callable[[ProviderError], None] | None = None
 
     def _lock(self, vmss: str) -> threading.Lock:
         return self._locks.setdefault(vmss, threading.Lock())
@@ -79,7 +82,9 @@ class UniformSets:
                 self.compute.virtual_machine_scale_set_vms.list(self.rg, vmss)}
 
     def launch(self, nodeset: str, nodes: Sequence[NodeSpec]) -> list[ProviderError]:
-        """Raise the scale set's capacity by len(NODES) and name the new instances."""
+        """Raise the scale set's capacity by len(NODES) and name the new instances as soon
+        as Azure lists them; their provisioning is watched in the background (a late
+        failure goes to REPORT)."""
         from azure.core.exceptions import HttpResponseError
 
         ns = next(s for s in self.t.compute if s.name == nodeset)
@@ -91,21 +96,38 @@ class UniformSets:
                 taken = {a["instance"] for a in self.assignments.load().values()}
                 current = self.compute.virtual_machine_scale_sets.get(self.rg, vmss)
                 capacity = int(current.sku.capacity or 0) + len(nodes)
-                self.compute.virtual_machine_scale_sets.begin_update(
-                    self.rg, vmss, {"sku": {"name": ns.size, "capacity": capacity}}).result()
-                after = self._instances(vmss)
-                fresh = sorted((i for i in after if i not in before and i not in taken),
-                               key=int)
+                poller = self.compute.virtual_machine_scale_sets.begin_update(
+                    self.rg, vmss, {"sku": {"name": ns.size, "capacity": capacity}})
+                deadline = time.monotonic() + LIST_WAIT
+                while True:
+                    after = self._instances(vmss)
+                    fresh = sorted((i for i in after if i not in before and i not in taken),
+                                   key=int)
+                    if len(fresh) >= len(nodes) or time.monotonic() > deadline:
+                        break
+                    time.sleep(2)
                 for node, instance in zip(names, fresh, strict=False):
                     computer = after[instance].os_profile.computer_name
                     self.assignments.assign(node, instance, computer)
         except HttpResponseError as exc:
             err = from_http(exc, f"adding {len(nodes)} instance(s) to {vmss}")
             return [ProviderError(nodeset, names, err.message)]
+        threading.Thread(target=self._watch, args=(nodeset, vmss, names, poller),
+                         daemon=True).start()
         missing = [n for n in names if n not in self.assignments.load()]
         if missing:
             return [ProviderError(nodeset, missing, f"{vmss} gave fewer instances than asked")]
         return []
+
+    def _watch(self, nodeset: str, vmss: str, names: list[str], poller: Any) -> None:
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            poller.result()
+        except HttpResponseError as exc:
+            if self.report is not None:
+                self.report(ProviderError(nodeset, names, from_http(
+                    exc, f"adding {', '.join(names)} to {vmss}").message))
 
     def terminate(self, nodeset: str, names: Sequence[str]) -> None:
         from azure.core.exceptions import HttpResponseError

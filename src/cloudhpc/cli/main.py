@@ -120,11 +120,15 @@ def up(template: Path, as_json: JsonOpt = False,
        rehearse: Annotated[bool, typer.Option(
            "--rehearse", help="act the Azure deployment out on this machine: the exported "
            "template through the Azure SDK, VMs as sandboxes running real cloud-init")] = False,
+       rehearse_capacity: Annotated[list[str] | None, typer.Option(  # noqa: UP007
+           "--rehearse-capacity", help="with --rehearse: SIZE=N, at most N VMs of that size "
+           "(the next fails late with AllocationFailed, as in a region short of capacity)")
+       ] = None,
        ) -> None:
     """Bring a cluster up from a template (a no-op if it is already up unchanged)."""
     model, _ = load(template, provider="azure" if rehearse else provider)
     if rehearse:
-        _up_rehearsal(model, as_json)
+        _up_rehearsal(model, as_json, _capacity(rehearse_capacity or []))
         return
     if model.provider == "azure":
         _up_azure(model, as_json, dry_run, subscription, resource_group, ssh_key, image_id)
@@ -149,14 +153,25 @@ def up(template: Path, as_json: JsonOpt = False,
               f"node(s) idle. Try: cloudhpc submit examples/jobs/mpi_pi.sh --nodes 2 --wait")
 
 
-def _up_rehearsal(model: Template, as_json: bool) -> None:
+def _capacity(items: list[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        size, _, count = item.partition("=")
+        if not size or not count.isdigit():
+            raise CloudHPCError(f"--rehearse-capacity {item!r} is not SIZE=N",
+                                hint="e.g. --rehearse-capacity Standard_HB120rs_v3=1")
+        out[size] = int(count)
+    return out
+
+
+def _up_rehearsal(model: Template, as_json: bool, capacity: dict[str, int]) -> None:
     from cloudhpc.rehearse import run
 
     def say(what: str) -> None:
         if not as_json:
             err.print(f"rehearsal: {what}")
 
-    outputs = run.up(model, Store(), say)
+    outputs = run.up(model, Store(), say, capacity)
     if as_json:
         emit_json({"cluster": model.name, "rehearsal": True, "outputs": outputs})
     else:

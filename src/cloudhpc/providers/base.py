@@ -11,7 +11,7 @@ template). Callers are typed against these protocols and get an implementation f
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,6 +62,11 @@ class Provider(Protocol):
 
     def errors(self) -> list[ProviderError]:
         """Every failure since this object was made."""
+        ...
+
+    def on_failure(self, report: Callable[[ProviderError], None]) -> None:
+        """Where a failure goes that arrives after launch() returned (a cloud creates VMs
+        for minutes); a provider whose launches end inside launch() never calls REPORT."""
         ...
 
 

@@ -163,6 +163,7 @@ def serve(caller_role: str = "Owner") -> None:
     tokens = Tokens(rroot / "tokens.json")
     platform = _LayeredPlatform(rroot, ca)
     engine = Engine.load(rroot / "world.json", platform, caller_role)
+    engine.capacity_file = rroot / "capacity.json"
     add_host_addresses()
     arm = uvicorn.Server(uvicorn.Config(create_app(engine, tokens), host=ARM_ADDRESS,  # type: ignore[arg-type]
                                         port=443, ssl_certfile=str(crt), ssl_keyfile=str(key),

@@ -84,6 +84,11 @@ class Engine:
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # asynchronous operations (Azure-AsyncOperation): id -> {"status", "error"}
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # VM size -> how many VMs of it the region can allocate (a rehearsal of capacity
+    # shortages: the next one fails late with AllocationFailed); read at each creation
+    capacity_file: Path | None = None
 
     # --- persistence ---------------------------------------------------------------------
     @classmethod
@@ -125,7 +130,9 @@ class Engine:
     def delete_group(self, sub: str, name: str) -> None:
         gid = self.group(sub, name)["id"].lower()
         for rid in [r for r in self.resources if group_of(r) == gid][::-1]:
-            self.delete(self.resources[rid]["id"])
+            r = self.resources.get(rid)  # a VM's NIC and disk may have gone with it
+            if r is not None:
+                self.delete(r["id"])
         with self.lock:
             for did in [d for d in self.deployments if group_of(d) == gid]:
                 del self.deployments[did]
@@ -169,8 +176,11 @@ class Engine:
                            [{"code": v.code, "message": v.message} for v in found])
 
     def put(self, rid: str, body: dict[str, Any],
-            world_extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """Create or update a resource: rules first, then the platform; returns it."""
+            world_extra: list[dict[str, Any]] | None = None,
+            wait: bool = True) -> dict[str, Any]:
+        """Create or update a resource: rules first, then the platform; returns it. A VM
+        without WAIT is created as Azure does: the request is accepted (provisioning state
+        Creating, an operation to poll) and provisioning goes on; it may fail later."""
         if group_of(rid) not in self.groups:
             raise ArmError(404, "ResourceGroupNotFound",
                            f"Resource group '{rid.split('/')[4]}' could not be found.")
@@ -185,7 +195,14 @@ class Engine:
             self.resources[rid.lower()] = r
             self._attach(r)
             self.save()
+        if not wait and r["type"] in VM_TYPES and old is None:
+            op = uuid.uuid4().hex
+            self.operations[op] = {"status": "InProgress"}
+            r["_operation"] = op
+            threading.Thread(target=self._provision, args=(r, op), daemon=True).start()
+            return r
         try:
+            self._allocate(r)
             self.platform.create(r, self.world())
         except ArmError:
             with self.lock:
@@ -198,6 +215,48 @@ class Engine:
         if r["type"] == VMSS and r["properties"].get("orchestrationMode") == "Uniform":
             self._scale(r)
         return r
+
+    def _allocate(self, r: dict[str, Any]) -> None:
+        """AllocationFailed when the rehearsal's capacity for the VM's size is used up."""
+        if r["type"] not in VM_TYPES or self.capacity_file is None or \
+                not self.capacity_file.exists():
+            return
+        size = ((r["properties"].get("hardwareProfile") or {}).get("vmSize")
+                or (r.get("sku") or {}).get("name"))
+        limit = json.loads(self.capacity_file.read_text()).get(size)
+        if limit is None:
+            return
+        with self.lock:
+            used = sum(1 for o in self.resources.values()
+                       if o is not r and o["type"] in VM_TYPES
+                       and o["properties"].get("provisioningState") != "Failed"
+                       and ((o["properties"].get("hardwareProfile") or {}).get("vmSize")
+                            or (o.get("sku") or {}).get("name")) == size)
+        if used >= limit:
+            raise ArmError(409, "AllocationFailed",
+                           "Allocation failed. We do not have sufficient capacity for the "
+                           f"requested VM size {size} in this region. (rehearsal capacity "
+                           f"{limit})")
+
+    def _provision(self, r: dict[str, Any], op: str) -> None:
+        try:
+            time.sleep(1)  # allocation is not instantaneous: failures come late
+            self._allocate(r)
+            self.platform.create(r, self.world())
+            state = "Succeeded"
+            status: dict[str, Any] = {"status": "Succeeded"}
+        except ArmError as exc:
+            state = "Failed"
+            status = {"status": "Failed", "error": {"code": exc.code, "message": exc.message}}
+        except Exception as exc:  # noqa: BLE001 - a VM that never boots is Azure's failure
+            state = "Failed"
+            status = {"status": "Failed", "error": {"code": "OSProvisioningInternalError",
+                                                    "message": str(exc)}}
+        with self.lock:
+            r["properties"]["provisioningState"] = state
+            r.pop("_operation", None)
+            self.operations[op] = status
+            self.save()
 
     def patch(self, rid: str, body: dict[str, Any]) -> dict[str, Any]:
         """PATCH: the body merged into what is there (sku, tags, properties)."""
@@ -274,9 +333,15 @@ class Engine:
                     instance["identity"] = vmss["identity"]
                 self.resources[rid.lower()] = instance
                 self.save()
-            self.platform.create(instance, self.world())
+            try:  # the scale set accepted the capacity; an instance may still fail
+                self._allocate(instance)
+                self.platform.create(instance, self.world())
+                state = "Succeeded"
+            except ArmError as exc:
+                state = "Failed"
+                instance["properties"]["error"] = {"code": exc.code, "message": exc.message}
             with self.lock:
-                instance["properties"]["provisioningState"] = "Succeeded"
+                instance["properties"]["provisioningState"] = state
                 self.save()
 
     def restart(self, rid: str) -> None:

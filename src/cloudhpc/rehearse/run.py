@@ -123,8 +123,22 @@ def wait_head_ready(t: Template, timeout: float = 600) -> float:
                         hint="see `cloudhpc rehearse console head -c NAME`")
 
 
-def up(t: Template, store: Store, say: Say) -> dict[str, Any]:
+def set_capacity(capacity: dict[str, int]) -> None:
+    """How many VMs of each size the rehearsal's region can allocate (read at each VM's
+    creation; the next fails late with AllocationFailed)."""
+    import json
+
+    path = daemon.root() / "capacity.json"
+    if capacity:
+        path.write_text(json.dumps(capacity))
+    else:
+        path.unlink(missing_ok=True)
+
+
+def up(t: Template, store: Store, say: Say,
+       capacity: dict[str, int] | None = None) -> dict[str, Any]:
     t = target(t)
+    set_capacity(capacity or {})
     image = build.build(say)
     say("starting the rehearsal's Azure stand-in")
     daemon.ensure_running()

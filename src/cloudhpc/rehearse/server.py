@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from cloudhpc.rehearse.engine import ArmError, Engine, type_of
 
 GROUP = re.compile(r"^/subscriptions/([^/]+)/resourcegroups/([^/]+)", re.I)
+OPERATION = re.compile(r"^/subscriptions/[^/]+/providers/Microsoft\.Compute/locations/[^/]+/"
+                       r"operations/([0-9a-f]+)$", re.I)
 DEPLOYMENT = re.compile(r"^(?:/providers/Microsoft\.Resources)?/deployments/([^/]+)(/operations)?$",
                         re.I)
 
@@ -60,6 +62,13 @@ def create_app(engine: Engine, tokens: set[str]) -> FastAPI:
 
     def _route(path: str, request: Request, body: dict[str, Any]) -> Response:
         method = request.method
+        op = OPERATION.match(path)
+        if op:  # an asynchronous operation's status (Azure-AsyncOperation)
+            status = engine.operations.get(op.group(1))
+            if status is None:
+                raise ArmError(404, "NotFound", "no such operation")
+            return JSONResponse({"name": op.group(1), **status},
+                                headers={"Retry-After": "1"})
         m = GROUP.match(path)
         if not m:
             raise ArmError(404, "InvalidResourceType", f"no such path: {path}")
@@ -119,7 +128,16 @@ def create_app(engine: Engine, tokens: set[str]) -> FastAPI:
             return JSONResponse(engine.patch(rid, body))
         if method == "PUT":
             existed = rid.lower() in engine.resources
-            return JSONResponse(engine.put(rid, body), status_code=200 if existed else 201)
+            made = engine.put(rid, body, wait=False)
+            view = {k: v for k, v in made.items() if k != "_operation"}
+            if "_operation" in made:
+                base = f"{request.url.scheme}://{request.url.netloc}"
+                url = (f"{base}/subscriptions/{sub}/providers/Microsoft.Compute/locations/"
+                       f"{made.get('location') or 'eastus'}/operations/{made['_operation']}"
+                       f"?api-version={request.query_params['api-version']}")
+                return JSONResponse(view, status_code=201, headers={
+                    "Azure-AsyncOperation": url, "Retry-After": "1"})
+            return JSONResponse(view, status_code=200 if existed else 201)
         if method == "DELETE":
             return Response(status_code=200 if engine.delete(rid) else 204)
         if method == "HEAD":

@@ -10,7 +10,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cloudhpc.errors import NodeNotFound, ProvisionError
 from cloudhpc.node import bootstrap
@@ -172,6 +172,9 @@ class LocalBackend:
 
     def errors(self) -> list[ProviderError]:
         return list(self._errors)
+
+    def on_failure(self, report: Callable[[ProviderError], None]) -> None:
+        """A local node's launch ends inside launch(): nothing arrives later."""
 
     # -- entering nodes -----------------------------------------------------------------
     def enter(self, node: str, argv: Sequence[str]) -> list[str]:
