@@ -20,3 +20,11 @@ def nodeset_share(cidr: str, nodesets: int, provider: str = "local") -> int:
     net = ipaddress.ip_network(cidr)
     used = 2 + FIXED_ADDRESSES + PROVIDER_RESERVED.get(provider, 0)
     return max(0, (net.num_addresses - used) // max(1, nodesets))
+
+
+def login_address(cidr: str, index: int) -> str:
+    """The INDEXth login node's address: from the network's end down (the last address is
+    the broadcast address, which Azure keeps too), so that declaring login nodes moves no
+    compute node; validation refuses a network where they would meet."""
+    net = ipaddress.ip_network(cidr)
+    return str(net.broadcast_address - 1 - index)

@@ -72,6 +72,8 @@ class Cluster:
         self.template = Template.model_validate(record.template)
         self.plan: Plan = make_plan(self.template)
         self.dir = ClusterDir.of(record.name, self.store.path.parent)
+        if record.provider != "local" and (self.dir.node("head") / "node.json").exists():
+            self.on_head = True  # a cloud cluster's own head (its bootstrap wrote that spec)
         self._backend = providers.backend_for(self.template, self.plan, self.dir, self.runner)
         self.slurm = SlurmClient(self.exec_head)
         self.associations = Associations(self.slurm, self.plan.accounting)
@@ -205,6 +207,12 @@ class Cluster:
 
     def node_argv(self, node: str, argv: Sequence[str]) -> list[str]:
         return self.backend.enter(node, argv)
+
+    @property
+    def login_node(self) -> str:
+        """Where users log in: the first login node, or the head when there is none."""
+        login = self.plan.login()
+        return login[0].name if login else "head"
 
     def shell_argv(self, node: str = "head", user: str | None = None) -> list[str]:
         """The command line of a login shell on NODE as USER (root if None). The user is

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import hostlist
 
 from cloudhpc import sizes
-from cloudhpc.addressing import first_free, nodeset_share
+from cloudhpc.addressing import first_free, login_address, nodeset_share
 from cloudhpc.template.schema import Accounting, Template
 
 
@@ -18,6 +18,7 @@ class Role(enum.Enum):
     HEAD = "head"
     STORAGE = "storage"
     COMPUTE = "compute"
+    LOGIN = "login"
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,9 @@ class Plan:
     def compute(self) -> list[NodeSpec]:
         return [n for n in self.nodes if n.role is Role.COMPUTE]
 
+    def login(self) -> list[NodeSpec]:
+        return [n for n in self.nodes if n.role is Role.LOGIN]
+
     def nodeset(self, name: str) -> NodeSetPlan:
         return next(s for s in self.nodesets if s.name == name)
 
@@ -191,6 +195,10 @@ def make_plan(t: Template) -> Plan:
                                 ns.resume_timeout or resume_timeout(t),
                                 weight=10 * (i + 1),
                                 uniform=ns.rdma and t.provider == "azure"))
+    login = [(f"{ls.name}-{k}", ls.size) for ls in t.login for k in range(1, ls.count + 1)]
+    for index, (name, size) in enumerate(login):
+        nodes.append(NodeSpec(name, Role.LOGIN, login_address(t.network.cidr, index),
+                              node_cpus(t, size), size=size))
     partitions = [Partition(name, names, default=k == 0)
                   for k, (name, names) in enumerate(members.items())]
     return Plan(t.name, str(net), gateway, t.network.mtu, nodes, partitions, short_id(t.name),

@@ -59,3 +59,49 @@ def test_shell_refuses_root_and_system_accounts(cluster: Cluster) -> None:
     for name in ("root", "daemon", "nobody"):
         with pytest.raises(CloudHPCError):
             cluster.shell_argv("head", name)
+
+
+LOGIN_USER = "cht-login"
+
+
+@pytest.fixture(scope="module")
+def login_cluster(home: object) -> Iterator[Cluster]:
+    """A cluster that declares a login node set (issue 13, item 5)."""
+    from tests.conftest import template
+
+    spec = template("t-login", "198.19.27.0/24", nodeset="lg", count=1)
+    spec["login"] = [{"name": "login", "count": 1}]
+    c = Cluster.up(spec)
+    try:
+        yield c
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", "cloudhpc-login-test"],
+                       capture_output=True)
+        c.down()
+        subprocess.run(["userdel", LOGIN_USER], capture_output=True)
+
+
+def test_a_login_node_is_where_users_log_in_and_submit(login_cluster: Cluster) -> None:
+    """`cloudhpc shell` lands on the login node (not the head), as the user, in the shared
+    home; a job submitted there runs on a compute node; the login node runs no slurmd and is
+    not a Slurm node."""
+    c = login_cluster
+    assert [n.name for n in c.plan.login()] == ["login-1"]
+    login = next(n for n in c.status() if n.name == "login-1")
+    assert login.role == "login" and login.state == "running"
+    assert "login-1" not in c.exec("head", ["sinfo", "-h", "-N", "-o", "%N"],
+                                   check=True).stdout
+    home = os.environ["CLOUDHPC_HOME"]
+    session = "cloudhpc-login-test"
+    cmd = f"{sys.executable} -m cloudhpc.cli shell --user {LOGIN_USER} -c {c.name}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "150", "-y", "30",
+                    "-e", f"CLOUDHPC_HOME={home}", cmd], check=True)
+    subprocess.run(["tmux", "send-keys", "-t", session,
+                    "echo WHO=$(id -un) AT=$(hostname) IN=$PWD; "
+                    "sbatch --wait -o out.txt --wrap hostname >/dev/null; "
+                    "echo RAN=$(cat out.txt) SLURMD=$(pgrep -x slurmd || echo none) "
+                    "END$((1+1))", "Enter"], check=True)
+    text = screen(session, "END2", timeout=60)  # the typed line shows END$((1+1))
+    assert f"WHO={LOGIN_USER} AT=login-1 IN=/home/{LOGIN_USER}" in text, text
+    assert "RAN=lg-1 SLURMD=none END2" in text, text
+    assert (c.dir.homes / LOGIN_USER / "out.txt").stat().st_uid != 0  # the user's own

@@ -226,3 +226,88 @@ def test_a_vm_that_fails_after_it_was_accepted_is_reported_when_it_fails(
     assert arrived.wait(30), "the late failure was never reported"
     assert len(late) == 1 and late[0].nodes in (["cn-2"], ["cn-3"])
     assert "AllocationFailed" in late[0].cause and "\n" not in late[0].cause
+
+
+def test_only_the_heads_identity_reaches_the_storage_account_and_only_that_one(
+        arm: Arm, tmp_path: Path) -> None:
+    """Finding 10 in the rehearsal: the deployment's Storage Blob Data Contributor makes the
+    head's identity the one principal with data access, to its own account; the blob
+    service (real Azurite, OAuth checked) refuses a token for another account, a token of an
+    identity without a data role, and anonymous requests."""
+    import socket
+
+    from azure.core.credentials import AccessToken
+    from azure.core.exceptions import HttpResponseError
+    from azure.storage.blob import BlobServiceClient
+
+    from cloudhpc.rehearse import pki
+    from cloudhpc.rehearse.blobs import BlobService
+    from cloudhpc.rehearse.services import NO_DATA_ROLE, data_accounts, storage_token
+
+    deploy(arm, small())
+    account = next(r["name"] for r in arm.engine.resources.values()
+                   if r["type"] == "Microsoft.Storage/storageAccounts")
+    principal = next(r for r in arm.engine.resources.values() if r["type"] ==
+                     "Microsoft.ManagedIdentity/userAssignedIdentities")["properties"]
+    assert data_accounts(arm.engine, principal["principalId"]) == [account]
+    assert data_accounts(arm.engine, "00000000-0000-0000-0000-000000000bad") == []
+
+    ca, crt, key = pki.ensure(tmp_path / "blob-pki", ["127.0.0.1"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    service = BlobService(tmp_path, "127.0.0.1", crt, key, port)
+    try:
+        service.add(account)
+        service.add("chpcother0000000")
+
+        class Token:
+            def __init__(self, text: str) -> None:
+                self.text = text
+
+            def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+                return AccessToken(self.text, int(time.time()) + 3600)
+
+        def client(name: str, credential: Any) -> BlobServiceClient:
+            return BlobServiceClient(f"https://127.0.0.1:{port}/{name}", credential=credential,
+                                     connection_verify=str(ca), retry_total=0)
+
+        expires = int(time.time()) + 600
+        head = Token(storage_token(principal["principalId"], principal["tenantId"],
+                                   data_accounts(arm.engine, principal["principalId"]),
+                                   expires))
+        client(account, head).create_container("data")
+        assert [c.name for c in client(account, head).list_containers()] == ["data"]
+        # what a job gets: a user delegation SAS for one blob, signed with the head's key
+        from datetime import UTC, datetime, timedelta
+
+        from azure.storage.blob import BlobClient, BlobSasPermissions, generate_blob_sas
+
+        client(account, head).get_blob_client("data", "in.txt").upload_blob(b"staged")
+        now = datetime.now(UTC)
+        udk = client(account, head).get_user_delegation_key(now - timedelta(minutes=5),
+                                                           now + timedelta(hours=1))
+        sas = generate_blob_sas(account, "data", "in.txt", user_delegation_key=udk,
+                                permission=BlobSasPermissions(read=True),
+                                expiry=now + timedelta(hours=1))
+
+        def blob(name: str) -> BlobClient:
+            return BlobClient(f"https://127.0.0.1:{port}/{account}", "data", name,
+                              credential=sas, connection_verify=str(ca), retry_total=0)
+
+        assert blob("in.txt").download_blob().readall() == b"staged"
+        with pytest.raises(HttpResponseError):  # the SAS names one blob: no other
+            blob("other.txt").upload_blob(b"x")
+        with pytest.raises(HttpResponseError):  # the other account: not the token's
+            list(client("chpcother0000000", head).list_containers())
+        stranger = Token(storage_token("bad", principal["tenantId"], [], expires))
+        import base64
+        payload = stranger.text.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        assert claims["aud"] == NO_DATA_ROLE
+        with pytest.raises(HttpResponseError):  # an identity without a data role
+            list(client(account, stranger).list_containers())
+        with pytest.raises(HttpResponseError):  # nobody at all
+            list(client(account, None).list_containers())
+    finally:
+        service.stop()

@@ -58,3 +58,14 @@ def test_unique_string_and_guid_are_deterministic_and_shaped_like_azures() -> No
 def test_what_resource_manager_refuses(expression: str) -> None:
     with pytest.raises(ExpressionError):
         ev().string(expression)
+
+
+def test_property_names_are_expressions_too() -> None:
+    """A user-assigned identity is named by its resource id as a property name; the
+    rehearsal left such names unevaluated, so instance metadata never found the head's
+    identity (found by the staging test of finding 10)."""
+    body = {"userAssignedIdentities": {
+        "[resourceId('Microsoft.ManagedIdentity/userAssignedIdentities', 'id1')]": {}}}
+    assert ev(p="P").value(body) == {"userAssignedIdentities": {
+        f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/"
+        "Microsoft.ManagedIdentity/userAssignedIdentities/id1": {}}}

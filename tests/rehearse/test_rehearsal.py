@@ -84,6 +84,8 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
     template["network"]["cidr"] = CIDR  # this machine's test range
     for ns in template["compute"]:
         ns["idle_timeout"] = 30  # the example keeps idle nodes longer
+    # a login node (issue 13, item 5), of a size the capacity below does not limit
+    template["login"] = [{"name": "login", "size": "Standard_D2s_v5", "public_ip": False}]
     path = home / "azure-hb.yaml"
     path.write_text(yaml.safe_dump(template))
     r = Rehearsal(home, {}, 0.0)
@@ -124,6 +126,60 @@ def test_the_static_node_joins_from_its_custom_data(rehearsal: Rehearsal) -> Non
     log = rehearsal.sh("serial-1", "cat /var/log/cloud-init-output.log")
     assert "Created symlink /etc/systemd/system/multi-user.target.wants/cloudhpc-node" in log
     assert "apt" not in log.lower() and "pip" not in log
+
+
+CLI = "CLOUDHPC_HOME=/var/lib/cloudhpc /opt/cloudhpc/bin/cloudhpc"
+
+
+def test_staging_reaches_the_storage_account_through_the_heads_managed_identity(
+        rehearsal: Rehearsal) -> None:
+    """Finding 10: the head's blob store is the deployment's storage account, reached with
+    the head's managed identity (no key anywhere); a job on a compute VM (no way out, no
+    identity) stages in and out through its user delegation SAS over the subnet's service
+    endpoint."""
+    account = json.loads(rehearsal.sh(
+        "head", f"cat /var/lib/cloudhpc/clusters/{NAME}/etc/blob.json"))
+    assert account["key"] == "" and account["identity"] is True
+    assert account["endpoint"] == f"https://{rehearsal.outputs['storageAccount']}" \
+        ".blob.core.windows.net"
+    _wait("serial-1 idle", lambda: rehearsal.sh(
+        "head", "sinfo -h -n serial-1 -o %T").strip() == "idle", 300)
+    script = "#!/bin/sh\ntr a-z A-Z < in.txt > out.txt\n"
+    out = rehearsal.sh("head", f"""set -e
+{CLI} storage mkdir data -c {NAME}
+echo rehearsed > /tmp/in.txt
+{CLI} storage put /tmp/in.txt blob://data/in.txt -c {NAME}
+printf '{script}' > /tmp/upper.sh
+{CLI} submit /tmp/upper.sh -c {NAME} --partition serial --stage-in blob://data/in.txt \
+    --stage-out out.txt:blob://data/out.txt --wait
+{CLI} storage get blob://data/out.txt /tmp/out.txt -c {NAME}
+cat /tmp/out.txt""", timeout=600)
+    assert out.strip().endswith("REHEARSED"), out
+    # a compute VM has no identity: instance metadata gives it no storage token
+    answer = rehearsal.vm("serial-1").run("/opt/cloudhpc/bin/python", "-c", (
+        "import urllib.request, urllib.error\n"
+        "r = urllib.request.Request('http://169.254.169.254/metadata/identity/oauth2/token"
+        "?api-version=2018-02-01&resource=https://storage.azure.com/', "
+        "headers={'Metadata': 'true'})\n"
+        "try:\n    urllib.request.urlopen(r, timeout=5); print('TOKEN')\n"
+        "except urllib.error.HTTPError as e:\n    print(e.code)\n"), timeout=60)
+    assert answer.stdout.strip() == "400", answer
+
+
+def test_users_submit_from_the_login_vm(rehearsal: Rehearsal) -> None:
+    """The login node set on Azure: a VM with munge, the Slurm clients and /shared, no
+    slurmd, no identity and no control token; a job submitted there runs on serial-1."""
+    _wait("serial-1 idle", lambda: rehearsal.sh(
+        "head", "sinfo -h -n serial-1 -o %T").strip() == "idle", 300)
+    _wait("munge on login-1", lambda: rehearsal.sh(
+        "login-1", "munge -n </dev/null >/dev/null 2>&1 && echo ok || true").strip() == "ok",
+        300, 3)
+    out = rehearsal.sh("login-1", "cd /shared && sbatch --wait -p serial -o login-job.out "
+                       "--wrap hostname >/dev/null && cat /shared/login-job.out", timeout=300)
+    assert out.strip() == "serial-1", out
+    assert rehearsal.sh("login-1", "pgrep -x slurmd || echo none").strip() == "none"
+    assert rehearsal.sh("login-1", "ls /etc/cloudhpc").split() == [
+        "cluster.json", "munge.key.b64"]  # no control token
 
 
 def test_an_mpi_job_runs_across_two_rdma_nodes_started_from_zero_through_the_sdk(

@@ -99,6 +99,37 @@ def test_network_security_and_storage_settings(arm: dict[str, Any]) -> None:
     assert role["name"].startswith("[guid(resourceGroup().id")
 
 
+def test_the_head_uses_the_storage_account_through_its_identity_without_keys(
+        arm: dict[str, Any]) -> None:
+    """Issue 14, finding 10: the head's blob configuration pointed at the local emulator's
+    address and the identity had no data role. Now: Shared Key refused, Storage Blob Data
+    Contributor on that account only, the account's name in the head's custom data, and a
+    service endpoint so every subnet (no way out by default) reaches storage."""
+    account = by_type(arm, "Microsoft.Storage/storageAccounts")[0]["properties"]
+    assert account["allowSharedKeyAccess"] is False
+    roles = by_type(arm, "Microsoft.Authorization/roleAssignments")
+    data = [r for r in roles if "ba92f5b4-2d11-453d-a403-e96b0029c9fe" in
+            r["properties"]["roleDefinitionId"]]  # Storage Blob Data Contributor
+    assert len(data) == 1
+    assert data[0]["scope"] == ("[resourceId('Microsoft.Storage/storageAccounts', "
+                                "variables('storageAccount'))]")
+    assert data[0]["scope"] in data[0]["dependsOn"]
+    assert "userAssignedIdentities', 'hbdemo-identity'" in data[0]["properties"]["principalId"]
+    for subnet in by_type(arm, "Microsoft.Network/virtualNetworks")[0]["properties"]["subnets"]:
+        assert subnet["properties"]["serviceEndpoints"] == [{"service": "Microsoft.Storage"}]
+    values = {"mungeKey": "MK", "clusterToken": "CT", "storageAccount": "chpcabc123"}
+    vms = {r["name"]: r for r in by_type(arm, "Microsoft.Compute/virtualMachines")}
+    configs = {}
+    for name, vm in vms.items():
+        text = base64.b64decode(decode_custom_data(vm["properties"]["osProfile"]["customData"],
+                                                   values)).decode()
+        config = next(f for f in yaml.safe_load(text)["write_files"]
+                      if f["path"] == cloudinit.CONFIG_PATH)
+        configs[name] = json.loads(config["content"])
+    assert configs["hbdemo-head"]["storage_account"] == "chpcabc123"
+    assert "storage_account" not in configs["hbdemo-serial-1"]
+
+
 def test_secrets_are_secure_parameters_and_custom_data_carries_them(
         arm: dict[str, Any]) -> None:
     params = arm["parameters"]
@@ -200,7 +231,7 @@ def _azure(**changes: Any) -> dict[str, Any]:
     (_azure(azure={"admin_user": "root"}), Level.ERROR, ("azure", "admin_user"),
      "cannot be"),
     (_azure(compute={"rdma": False, "size": "Standard_D2s_v5", "min": 396, "max": 400}),
-     Level.ERROR, ("compute",), "802 resources: Azure deploys at most 800"),
+     Level.ERROR, ("compute",), "803 resources: Azure deploys at most 800"),
 ])
 def test_azure_validation(data: dict[str, Any], level: Level, path: tuple[Any, ...],
                           words: str) -> None:
@@ -212,7 +243,7 @@ def test_azure_validation(data: dict[str, Any], level: Level, path: tuple[Any, .
 
 def test_the_most_static_nodes_validation_allows_fit_in_one_arm_template() -> None:
     model, findings = check(_azure(compute={"rdma": False, "size": "Standard_D2s_v5",
-                                            "min": 395, "max": 400}))
+                                            "min": 394, "max": 400}))
     assert model is not None and not [f for f in findings if f.level is Level.ERROR]
     arm, _ = export(model)
     assert len(arm["resources"]) <= 800 and lint(arm) == []
@@ -302,7 +333,7 @@ def _big(sets: int, nodes: int) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("sets", "nodes", "broken"), [
-    (20, 20, "829 resources"),  # scale sets and NICs counted: what is rendered
+    (20, 20, "830 resources"),  # scale sets and NICs counted: what is rendered
     (160, 1, "at most 4 MB"),  # every VM's custom data names every node set
 ])
 def test_limits_are_computed_from_the_rendered_template(sets: int, nodes: int,
@@ -400,3 +431,88 @@ def test_a_head_open_to_the_internet_is_warned_about(cidr: str) -> None:
     model, findings = check(data)
     warned = [f for f in findings if f.level is Level.WARNING and "internet" in f.message]
     assert warned and warned[0].path == ("azure", "api_cidrs", 1), findings
+
+
+def test_rdma_clusters_build_on_azures_hpc_image_and_mpi_uses_the_infiniband_port(
+        tmp_path: Path) -> None:
+    """Finding 12: `rdma: true` changed nothing for MPI (TCP on a generic Debian image).
+    RDMA clusters build their one node image (every VM, one Slurm) on Azure's HPC image, and
+    a task on a node with an InfiniBand port gets Open MPI over UCX on that port."""
+    import subprocess
+
+    from cloudhpc.image.packer import _hcl
+    from cloudhpc.slurm.conf import TASK_PROLOG
+    from cloudhpc.template.schema import DEFAULT_IMAGE, HPC_IMAGE
+
+    hb, _ = load(EXAMPLE)
+    assert hb.azure.image == HPC_IMAGE
+    hcl = _hcl(hb, "0" * 64)
+    assert 'image_publisher                   = "microsoft-dsvm"' in hcl
+    assert 'image_offer                       = "ubuntu-hpc"' in hcl
+    plain = yaml.safe_load(EXAMPLE.read_text())
+    plain["compute"] = [ns for ns in plain["compute"] if not ns.get("rdma")]
+    assert load(plain)[0].azure.image == DEFAULT_IMAGE
+    chosen = yaml.safe_load(EXAMPLE.read_text())
+    chosen["azure"]["image"] = DEFAULT_IMAGE  # named: kept, and warned about
+    model, findings = check(chosen)
+    assert model is not None and model.azure.image == DEFAULT_IMAGE
+    assert any(f.path == ("azure", "image") and f.level is Level.WARNING and
+               "InfiniBand" in f.message for f in findings), findings
+
+    sysfs = tmp_path / "infiniband"
+    for dev, layer in (("mlx5_an0", "Ethernet"), ("mlx5_ib0", "InfiniBand")):
+        (sysfs / dev / "ports" / "1").mkdir(parents=True)
+        (sysfs / dev / "ports" / "1" / "link_layer").write_text(layer + "\n")
+    script = TASK_PROLOG.replace("/sys/class/infiniband", str(sysfs))
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout
+    assert "export OMPI_MCA_pml=ucx" in out and "UCX_NET_DEVICES=mlx5_ib0:1" in out
+    (sysfs / "mlx5_ib0" / "ports" / "1" / "link_layer").write_text("Ethernet\n")
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout
+    assert "ucx" not in out.lower() and "OMPI_ALLOW_RUN_AS_ROOT=1" in out  # TCP stays
+
+
+def test_login_nodes_are_vms_at_the_top_of_the_network_without_identity() -> None:
+    """Issue 13, item 5 on Azure: a login node set is plain VMs (no managed identity, no
+    control token, no Slurm daemon), at addresses from the network's end, with a public IP;
+    the compute nodes' addresses do not move."""
+    data = yaml.safe_load(EXAMPLE.read_text())
+    without = make_plan(load(copy.deepcopy(data))[0])
+    data["login"] = [{"name": "login", "count": 2}]
+    model, _ = load(data)
+    plan = make_plan(model)
+    assert [(n.name, n.address) for n in plan.login()] == [("login-1", "10.42.3.254"),
+                                                            ("login-2", "10.42.3.253")]
+    assert {n.name: n.address for n in without.compute()} == \
+        {n.name: n.address for n in plan.compute()}
+    arm = export(model)[0]
+    vms = {r["name"]: r for r in by_type(arm, "Microsoft.Compute/virtualMachines")}
+    login = vms["hbdemo-login-1"]
+    assert "identity" not in login
+    assert login["properties"]["osProfile"]["computerName"] == "login-1"
+    text = base64.b64decode(decode_custom_data(login["properties"]["osProfile"]["customData"],
+                                               {"mungeKey": "MK", "clusterToken": "CT"}))
+    doc = yaml.safe_load(text)
+    paths = [f["path"] for f in doc["write_files"]]
+    assert "/etc/cloudhpc/control.token" not in paths
+    config = json.loads(next(f["content"] for f in doc["write_files"]
+                             if f["path"] == cloudinit.CONFIG_PATH))
+    assert config["role"] == "login"
+    nics = {r["name"]: r for r in by_type(arm, "Microsoft.Network/networkInterfaces")}
+    ipconf = nics["hbdemo-login-1-nic"]["properties"]["ipConfigurations"][0]["properties"]
+    assert ipconf["privateIPAddress"] == "10.42.3.254" and "publicIPAddress" in ipconf
+    assert lint(arm) == []
+
+
+def test_login_set_names_must_not_clash() -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["login"] = [{"name": "hb"}]
+    _, findings = check(data)
+    assert any(f.path == ("login", 0, "name") and "duplicate" in f.message for f in findings)
+    full = {"version": 1, "name": "full", "network": {"cidr": "198.19.99.0/28"},
+            "compute": [{"name": "c", "size": "Standard_D2s_v5", "max": 11}],
+            "login": [{"name": "login"}]}
+    _, findings = check(full)
+    assert any(f.path == ("login",) and "no room" in f.message for f in findings), findings
+    full["compute"][0]["max"] = 10
+    _, findings = check(full)
+    assert not [f for f in findings if f.level is Level.ERROR], findings

@@ -86,12 +86,15 @@ def test_provider_refusals_and_exceptions_become_failures(tmp_path: Path) -> Non
     provider.refuse = {"burst-2": "QuotaExceeded: cores"}
     reply = ctl.launch(["burst-1", "burst-2"])
     assert reply["launched"] == ["burst-1"]
+    # a quota or capacity refusal backs the node set off for the cooldown (the reason's
+    # prefix is what the reconciler reads), any other failure for a shorter while
     assert reply["failed"] == [{"node": "burst-2", "nodeset": "burst",
-                                "cause": "QuotaExceeded: cores"}]
+                                "cause": "capacity: QuotaExceeded: cores"}]
     provider.explode = True
     reply = ctl.launch(["burst-3"])
-    assert reply == {"launched": [], "failed": [{"node": "burst-3", "nodeset": "burst",
-                                                 "cause": "the provider's API is down"}]}
+    assert reply == {"launched": [], "failed": [{
+        "node": "burst-3", "nodeset": "burst",
+        "cause": "resume failed: the provider's API is down"}]}
     assert [e["kind"] for e in events.read()][-1] == "node_failed"
 
 
@@ -109,3 +112,27 @@ def test_nodes_report_state_and_age_and_unknown_names_are_refused(tmp_path: Path
         assert "unknown nodes: nosuch-1" in str(exc)
     else:
         raise AssertionError("an unknown node was accepted")
+
+
+def test_a_late_failure_keeps_its_reason_and_backs_the_node_set_off(tmp_path: Path) -> None:
+    """Issue 14, finding 13, found by the rehearsal: Azure failed a VM minutes after
+    accepting it (AllocationFailed); the control plane took the node out with Azure's
+    message, and a moment later the reconciler, seeing a Failed VM as a dead node, replaced
+    the reason with 'node lost: processes gone' and let Slurm retry at once."""
+    from cloudhpc.autoscale.decide import Act, ProviderNode, decide
+    from cloudhpc.providers.base import ProviderError
+    from cloudhpc.slurm.client import SlurmNode
+
+    taken: list[tuple[str, str]] = []
+    ctl, provider, events = controller(tmp_path, {})
+    ctl.take_out = lambda node, reason: taken.append((node, reason))
+    ctl._late_failure(ProviderError("burst", ["burst-2"], "creating burst-2: "
+                                    "AllocationFailed: no capacity for Standard_D4s_v5"))
+    assert taken == [("burst-2", "capacity: creating burst-2: AllocationFailed: no capacity "
+                                 "for Standard_D4s_v5")]
+    down = SlurmNode("burst-2", "down", frozenset({"CLOUD"}), taken[0][1], 0.5)
+    failed_vm = ProviderNode("burst-2", "down", "", 60.0)
+    assert decide({"burst-2": down}, {"burst-2": failed_vm}, {"burst-2": True}, 300) == []
+    lost = SlurmNode("burst-2", "allocated", frozenset({"CLOUD"}))
+    assert [a.act for a in decide({"burst-2": lost}, {"burst-2": failed_vm},
+                                  {"burst-2": True}, 300)] == [Act.FAIL_DYNAMIC]

@@ -25,6 +25,7 @@ from typing import Any
 
 import hostlist
 
+from cloudhpc.autoscale.decide import failure_reason
 from cloudhpc.autoscale.protocol import Failure, LaunchReply, NodeReply, TerminateReply
 from cloudhpc.errors import CloudHPCError
 from cloudhpc.events import EventKind, EventLog
@@ -62,7 +63,7 @@ class Controller:
                              cause=error.cause)
             if self.take_out is not None:
                 try:
-                    self.take_out(node, error.cause)
+                    self.take_out(node, failure_reason(error.cause))
                 except Exception:  # noqa: BLE001 - the reconciler sees the node later
                     log.exception("could not take %s out of Slurm", node)
 
@@ -110,14 +111,16 @@ class Controller:
                 self.provider.terminate([s.name for s in allowed])
                 errors = []
                 for s in allowed:
-                    failed.append(Failure(node=s.name, nodeset=s.nodeset, cause=str(exc)))
+                    failed.append(Failure(node=s.name, nodeset=s.nodeset,
+                                          cause=failure_reason(str(exc))))
                     self.events.emit(EventKind.NODE_FAILED, node=s.name, nodeset=s.nodeset,
                                      cause=str(exc))
                 return LaunchReply(launched=[], failed=failed)
             # a provider reports per-node failures (capacity, quota, boot) as data
             refused = {n: e.cause for e in errors for n in e.nodes}
             for s in [s for s in allowed if s.name in refused]:
-                failed.append(Failure(node=s.name, nodeset=s.nodeset, cause=refused[s.name]))
+                failed.append(Failure(node=s.name, nodeset=s.nodeset,
+                                      cause=failure_reason(refused[s.name])))
                 self.events.emit(EventKind.NODE_FAILED, node=s.name, nodeset=s.nodeset,
                                  cause=refused[s.name])
             launched = [s for s in allowed if s.name not in refused]

@@ -12,6 +12,22 @@ CAPACITY_PREFIX = "capacity:"
 LOST_PREFIX = "node lost"
 RESUME_FAILED_PREFIX = "resume failed"
 ORPHAN_GRACE = 10.0  # a node this young may be one Slurm is just resuming
+# a cloud's refusals that mean "not now, not here": the node set backs off for the cooldown
+# (https://learn.microsoft.com/troubleshoot/azure/virtual-machines/windows/
+# allocation-failure, .../error-code-skunotavailable, quota errors)
+CAPACITY_CODES = ("AllocationFailed", "ZonalAllocationFailed", "OverconstrainedAllocation",
+                  "SkuNotAvailable", "QuotaExceeded", "exceeding approved", "capacity")
+
+
+def failure_reason(cause: str) -> str:
+    """The Slurm reason of a node a provider could not make: a capacity or quota shortage
+    backs its node set off for the cooldown, any other failure for a quarter of it (the
+    reconciler makes the node eligible again after that: decide())."""
+    if cause.startswith((CAPACITY_PREFIX, RESUME_FAILED_PREFIX, LOST_PREFIX)):
+        return cause
+    if any(code.lower() in cause.lower() for code in CAPACITY_CODES):
+        return f"{CAPACITY_PREFIX} {cause}"
+    return f"{RESUME_FAILED_PREFIX}: {cause}"
 
 
 class Act(enum.Enum):
@@ -49,7 +65,9 @@ def decide(slurm: dict[str, SlurmNode], provider: dict[str, ProviderNode],
         if not is_dynamic and p.state in ("down", "absent"):
             # a static node must always exist: a VM that lost power is replaced
             actions.append(Action(Act.REPLACE, name, p.detail or f"provider: {p.state}"))
-        elif is_dynamic and p.state == "down" and not powered_down:
+        elif (is_dynamic and p.state == "down" and not powered_down
+              and not (s.state == "down" and s.reason.startswith(
+                  (CAPACITY_PREFIX, RESUME_FAILED_PREFIX, LOST_PREFIX)))):
             # a dynamic node whose processes died: its jobs are requeued, Slurm powers it
             # down (our SuspendProgram removes it) and brings up a fresh one when needed
             actions.append(Action(Act.FAIL_DYNAMIC, name, p.detail or "processes gone"))

@@ -11,6 +11,7 @@ securestring parameters, never literals."""
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 from cloudhpc.azure import cloudinit, vm
@@ -35,7 +36,9 @@ API_VERSIONS = {
     "Microsoft.Storage/storageAccounts": "2023-01-01",
     "Microsoft.Storage/storageAccounts/blobServices/containers": "2023-01-01",
 }
-VM_CONTRIBUTOR = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c"  # built-in role definition id
+VM_CONTRIBUTOR = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c"  # built-in role definition ids
+BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+ACCOUNT = "[resourceId('Microsoft.Storage/storageAccounts', variables('storageAccount'))]"
 SSH_PORT = 22
 API_PORT = 8443
 CONTAINER = "cloudhpc"
@@ -60,17 +63,18 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+# what ARM puts where cloud-init's text has a placeholder
+_PLACES = {cloudinit.MUNGE_KEY: "parameters('mungeKey')",
+           cloudinit.CLUSTER_TOKEN: "parameters('clusterToken')",  # the head's alone
+           cloudinit.STORAGE_ACCOUNT: "variables('storageAccount')"}
+
+
 def custom_data(t: Template, role: str, nodeset: str | None = None) -> str:
-    """ARM expression: base64 of the cloud-init text with the secure parameters put in
-    where its placeholders are (the text itself holds no secret)."""
+    """ARM expression: base64 of the cloud-init text with the secure parameters (and the
+    storage account's name) put in where its placeholders are (the text holds no secret)."""
     text = cloudinit.user_data(t, role, nodeset)
-    munge_pre, _, rest = text.partition(cloudinit.MUNGE_KEY)
-    parts = [_literal(munge_pre), "parameters('mungeKey')"]
-    if cloudinit.CLUSTER_TOKEN in rest:  # the head's alone
-        token_pre, _, tail = rest.partition(cloudinit.CLUSTER_TOKEN)
-        parts += [_literal(token_pre), "parameters('clusterToken')", _literal(tail)]
-    else:
-        parts.append(_literal(rest))
+    pieces = re.split("(" + "|".join(map(re.escape, _PLACES)) + ")", text)
+    parts = [_PLACES[p] if p in _PLACES else _literal(p) for p in pieces if p]
     return f"[base64(concat({', '.join(parts)}))]"
 
 
@@ -127,6 +131,13 @@ def _vnet(t: Template, n: dict[str, str]) -> dict[str, Any]:
         prefixes.append(rdma)
         subnets.append({"name": RDMA_SUBNET, "properties": {
             "addressPrefix": rdma, "networkSecurityGroup": {"id": nsg}}})
+    if t.storage.blob.enabled:
+        # jobs stage data from every subnet, which has no way out by default: a service
+        # endpoint takes storage traffic over Azure's backbone (virtual-network-service-
+        # endpoints-overview)
+        for subnet in subnets:
+            subnet["properties"]["serviceEndpoints"] = [  # type: ignore[index]
+                {"service": "Microsoft.Storage"}]
     deps = [nsg]
     if t.azure.nat_gateway:
         nat = _rid("Microsoft.Network/natGateways", n["nat"])
@@ -185,6 +196,38 @@ def _head(t: Template, n: dict[str, str], address: str) -> list[dict[str, Any]]:
             {"id": nic, "properties": {"primary": True, "deleteOption": "Delete"}}]},
     }, identity={"type": "UserAssigned", "userAssignedIdentities": {identity: {}}},
         dependsOn=[nic, identity]))
+    return out
+
+
+def _login(t: Template, n: dict[str, str], plan: Plan) -> list[dict[str, Any]]:
+    """Login nodes: plain VMs at the plan's addresses (no identity, no Slurm daemon; munge,
+    the Slurm clients and /shared over NFS), each with a public IP if its set asks."""
+    vnet = _rid("Microsoft.Network/virtualNetworks", n["vnet"])
+    data = custom_data(t, "login")
+    out: list[dict[str, Any]] = []
+    for node in plan.login():
+        ls = next(s for s in t.login if node.name.startswith(f"{s.name}-"))
+        nic = _rid("Microsoft.Network/networkInterfaces", vm.nic_name(t, node))
+        props = vm.nic_properties(node, _subnet_id(n))
+        deps = [vnet]
+        if ls.public_ip:
+            pip_name = f"{vm.vm_name(t, node)}-ip"
+            pip = _rid("Microsoft.Network/publicIPAddresses", pip_name)
+            out.append(_res("Microsoft.Network/publicIPAddresses", pip_name,
+                            {"publicIPAllocationMethod": "Static"}, sku={"name": "Standard"}))
+            props["ipConfigurations"][0]["properties"]["publicIPAddress"] = {"id": pip}
+            deps.append(pip)
+        out.append(_res("Microsoft.Network/networkInterfaces", vm.nic_name(t, node), props,
+                        dependsOn=deps))
+        out.append(_res("Microsoft.Compute/virtualMachines", vm.vm_name(t, node), {
+            "hardwareProfile": {"vmSize": node.size},
+            "osProfile": vm.os_profile("computerName", node.name, _values(data)),
+            "storageProfile": {"imageReference": _image(t),
+                               "osDisk": {"createOption": "FromImage", "deleteOption": "Delete",
+                                          "managedDisk": {"storageAccountType": "Premium_LRS"}}},
+            "networkProfile": {"networkInterfaces": [
+                {"id": nic, "properties": {"primary": True, "deleteOption": "Delete"}}]},
+        }, tags={"cloudhpc-cluster": t.name, "cloudhpc-role": "login"}, dependsOn=[nic]))
     return out
 
 
@@ -301,13 +344,30 @@ def _static_node(t: Template, n: dict[str, str], ns: NodeSet, node: NodeSpec, vm
     ]
 
 
-def _storage(t: Template) -> list[dict[str, Any]]:
+def _storage(t: Template, n: dict[str, str]) -> list[dict[str, Any]]:
+    """The blob store: no keys (Shared Key refused), reached by the head's managed identity
+    with Storage Blob Data Contributor on this account only; jobs get user delegation SAS
+    (https://learn.microsoft.com/azure/storage/common/shared-key-authorization-prevent,
+    https://learn.microsoft.com/azure/storage/blobs/assign-azure-role-data-access)."""
     account = "[variables('storageAccount')]"
+    identity = _rid("Microsoft.ManagedIdentity/userAssignedIdentities", n["identity"])
     return [
         _res("Microsoft.Storage/storageAccounts", account, {
             "supportsHttpsTrafficOnly": True, "minimumTlsVersion": "TLS1_2",
-            "allowBlobPublicAccess": False, "allowSharedKeyAccess": True},
+            "allowBlobPublicAccess": False, "allowSharedKeyAccess": False,
+            "defaultToOAuthAuthentication": True},
             sku={"name": "Standard_LRS"}, kind="StorageV2"),
+        {"type": "Microsoft.Authorization/roleAssignments",
+         "apiVersion": API_VERSIONS["Microsoft.Authorization/roleAssignments"],
+         "name": f"[guid({ACCOUNT[1:-1]}, '{n['identity']}', '{BLOB_DATA_CONTRIBUTOR}')]",
+         "scope": ACCOUNT,
+         "dependsOn": [ACCOUNT, identity],
+         "properties": {
+             "roleDefinitionId": "[subscriptionResourceId("
+             "'Microsoft.Authorization/roleDefinitions', "
+             f"'{BLOB_DATA_CONTRIBUTOR}')]",
+             "principalId": f"[reference({identity[1:-1]}).principalId]",
+             "principalType": "ServicePrincipal"}},
         {"type": "Microsoft.Storage/storageAccounts/blobServices/containers",
          "apiVersion": API_VERSIONS["Microsoft.Storage/storageAccounts/blobServices/containers"],
          "name": f"[concat(variables('storageAccount'), '/default/{CONTAINER}')]",
@@ -325,7 +385,8 @@ def export(t: Template) -> tuple[dict[str, Any], dict[str, Any]]:
                                        *_head(t, n, plan.head.address)]
     for ns in t.compute:
         resources += _nodeset(t, n, ns, plan)
-    resources += _storage(t)
+    resources += _login(t, n, plan)
+    resources += _storage(t, n)
     secure = {"type": "securestring"}
     nic = _rid("Microsoft.Network/networkInterfaces", n["nic"])[1:-1]
     head_ip = f"[reference({nic}).ipConfigurations[0].properties.privateIPAddress]"
@@ -391,6 +452,11 @@ def decode_custom_data(expression: str, values: dict[str, str]) -> str:
         elif inner.startswith("parameters('", i):
             end = inner.index("')", i)
             out.append(values[inner[i + len("parameters('"):end]])
+            i = end + 2
+        elif inner.startswith("variables('", i):  # the storage account's name
+            end = inner.index("')", i)
+            name = inner[i + len("variables('"):end]
+            out.append(values.get(name, "chpc" + "x" * 13))  # uniqueString: 13 characters
             i = end + 2
         else:
             i += 1  # ", "

@@ -21,6 +21,8 @@ from cloudhpc.template.schema import Template
 # never holds a secret.
 MUNGE_KEY = "@@MUNGE_KEY@@"
 CLUSTER_TOKEN = "@@CLUSTER_TOKEN@@"
+# not a secret, but known only to the deployment (a uniqueString): the head's blob store
+STORAGE_ACCOUNT = "@@STORAGE_ACCOUNT@@"
 CONFIG_PATH = "/etc/cloudhpc/cluster.json"
 EXPORTS_PATH = "/etc/exports.d/cloudhpc.exports"
 
@@ -71,8 +73,12 @@ def _nfs(t: Template, role: str) -> tuple[list[dict[str, str]], list[list[str]]]
 
 def cluster_config(t: Template, role: str, nodeset: str | None) -> dict[str, object]:
     """What a VM needs to bootstrap itself: the template, its role and node set."""
-    return {"template": t.model_dump(mode="json"), "role": role, "nodeset": nodeset,
-            "provider": "azure"}
+    config: dict[str, object] = {"template": t.model_dump(mode="json"), "role": role,
+                                 "nodeset": nodeset, "provider": "azure"}
+    if role == "head" and t.storage.blob.enabled:
+        # the deployment's account, reached with the head's managed identity (no key)
+        config["storage_account"] = STORAGE_ACCOUNT
+    return config
 
 
 def user_data(t: Template, role: str, nodeset: str | None = None) -> str:

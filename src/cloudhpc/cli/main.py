@@ -291,15 +291,16 @@ def exec(ctx: typer.Context, node: str, cluster: ClusterOpt = None) -> None:
 
 
 @app.command()
-def shell(node: Annotated[str, typer.Argument(help="node (default: the head)")] = "head",
+def shell(node: Annotated[str | None, typer.Argument(  # noqa: UP007
+              help="node (default: the first login node, or the head without one)")] = None,
           user: Annotated[str | None, typer.Option(  # noqa: UP007
               "--user", "-u", help="Unix user (default: root); made if missing, with a home "
               "in /home, which every node shares")] = None,
           cluster: ClusterOpt = None) -> None:
-    """An interactive login shell on a node (the head by default), like ssh to a cluster's
-    login node."""
+    """An interactive login shell on a node (a login node by default, or the head), like ssh
+    to a cluster's login node."""
     c = Cluster.get(cluster)
-    full = c.shell_argv(node, user)
+    full = c.shell_argv(node or c.login_node, user)
     from cloudhpc.cluster import NODE_ENV
 
     env = {**NODE_ENV, "TERM": os.environ.get("TERM", "xterm")}

@@ -1,7 +1,8 @@
 #!/bin/sh
 # cloudhpc's node image, one recipe for every place it is built: Packer on Azure (on
-# Debian 12), and `cloudhpc image build` here (on a Debian 12 root made by mmdebstrap, for
-# the rehearsal). Everything a node needs is installed now, so that a node installs nothing
+# Debian 12, or on Azure's Ubuntu 22.04 HPC image for clusters with RDMA node sets: the
+# same package names), and `cloudhpc image build` here (on a Debian 12 root made by
+# mmdebstrap, for the rehearsal). Everything a node needs is installed now, so that a node installs nothing
 # at boot: scale-set VMs have no way out to the internet by default.
 #
 #   provision.sh WHEELHOUSE REQUIREMENT...   e.g. provision.sh /tmp/wheelhouse cloudhpc==0.1.0

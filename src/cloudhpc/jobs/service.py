@@ -199,7 +199,7 @@ class JobService:
                 options.append(f"--{flag}={value}")
         # cloudhpc's submission id goes into Slurm with the job (a user's staged job: the
         # prefix that makes slurmctld's prolog create its blob tokens at its start)
-        staged_user = bool(transfers) and who != ROOT
+        staged_user = bool(transfers) and staging.needs_grant(who, self.blobs())
         options.append(f"--comment={GRANT_PREFIX if staged_user else COMMENT_PREFIX}{sub}")
         if account is not None:
             home = f"{users.HOME}/{account.pw_name}"

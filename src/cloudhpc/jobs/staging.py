@@ -111,6 +111,13 @@ def _private(path: Path, text: str, gid: int, mode: int = GROUP_READ) -> None:
     write_secret(path, text, mode=mode, exclusive=True, gid=gid)
 
 
+def needs_grant(who: Who, store: BlobStore) -> bool:
+    """A user's staged job gets blob tokens made at its start (cloudhpc.storage.grant); so
+    does every staged job on Azure, where no node but the head can reach the account (with
+    its managed identity)."""
+    return who != ROOT or store.account.identity
+
+
 def write(cdir: ClusterDir, store: BlobStore, staging: Staging, meta: Path, uid: int,
           gid: int, who: Who, token: str, time_limit: int | None) -> str:
     """Write the staging part of cloudhpc's record of the job into META (root's, group
@@ -125,7 +132,7 @@ def write(cdir: ClusterDir, store: BlobStore, staging: Staging, meta: Path, uid:
         "out": [StageOutItem(source=s.source, dest=str(s.dest)) for s in staging.stage_out],
         "exe": programs})
     _private(meta / "staging.json", json.dumps(spec, indent=1), gid)
-    if who != ROOT:  # a user's job: blob tokens made at its start (cloudhpc.storage.grant)
+    if needs_grant(who, store):
         request = GrantRequest(
             uid=uid, token=token, time_limit=time_limit,
             reads=sorted({b for blobs in staging.blobs.values() for b in blobs}),

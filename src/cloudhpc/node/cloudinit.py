@@ -24,6 +24,7 @@ from cloudhpc.plan import NodeSpec, Plan, make_plan
 from cloudhpc.runner import Runner
 from cloudhpc.secretfile import READ_ONLY, write_secret
 from cloudhpc.state import Store
+from cloudhpc.storage.account import BlobAccount
 from cloudhpc.template.schema import Template
 
 
@@ -82,6 +83,9 @@ def prepare(config_path: Path, node_name: str | None = None) -> Path:
     if head:  # the control plane's token: the head's alone (compute VMs are not given it)
         write_secret(cdir.etc / "control.token", _secret(config_path.parent, "control.token"))
     cdir.write_template(config["template"])
+    if head and config.get("storage_account"):
+        # the deployment's storage account, through this VM's managed identity: no key
+        BlobAccount.managed(config["storage_account"]).save(cdir.blob_account)
     bootstrap.write_cluster_files(plan, cdir, head=head)
     if head:  # the head's API and reconciler find their cluster in the head's own store
         store = Store(home() / "state.db")

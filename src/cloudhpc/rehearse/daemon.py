@@ -19,6 +19,7 @@ from typing import Any
 from cloudhpc.errors import CloudHPCError
 from cloudhpc.paths import home
 from cloudhpc.rehearse import pki
+from cloudhpc.rehearse.blobs import BlobService, stop_leftover
 from cloudhpc.rehearse.engine import Engine
 from cloudhpc.rehearse.platform import (
     ARM_ADDRESS,
@@ -142,8 +143,8 @@ def platform_layer(base: Path, ca: Path, dest: Path) -> Path:
 class _LayeredPlatform(VmPlatform):
     """VmPlatform whose platform layer is made for the base image a VM boots from."""
 
-    def __init__(self, rroot: Path, ca: Path) -> None:
-        super().__init__(rroot, rroot / "platform")
+    def __init__(self, rroot: Path, ca: Path, blobs: BlobService) -> None:
+        super().__init__(rroot, rroot / "platform", blobs)
         self.ca = ca
 
     def _image(self, vm: dict[str, Any], world: dict[str, dict[str, Any]]) -> str:
@@ -161,10 +162,12 @@ def serve(caller_role: str = "Owner") -> None:
     rroot = root()
     ca, crt, key = pki.ensure(rroot / "pki", [ARM_ADDRESS, BLOB_ADDRESS])
     tokens = Tokens(rroot / "tokens.json")
-    platform = _LayeredPlatform(rroot, ca)
+    blobs = BlobService(rroot, BLOB_ADDRESS, crt, key)
+    platform = _LayeredPlatform(rroot, ca, blobs)
     engine = Engine.load(rroot / "world.json", platform, caller_role)
     engine.capacity_file = rroot / "capacity.json"
     add_host_addresses()
+    blobs.resume()
     arm = uvicorn.Server(uvicorn.Config(create_app(engine, tokens), host=ARM_ADDRESS,  # type: ignore[arg-type]
                                         port=443, ssl_certfile=str(crt), ssl_keyfile=str(key),
                                         log_level="warning"))
@@ -188,6 +191,7 @@ def serve(caller_role: str = "Owner") -> None:
     finally:
         arm.should_exit = imds.should_exit = True
         dns.stop()
+        blobs.stop()
         (rroot / "ready").unlink(missing_ok=True)
         (rroot / "serve.pid").unlink(missing_ok=True)
 
@@ -235,6 +239,8 @@ def stop_all() -> None:
             platform.delete(r)
     for sandbox in platform.running():
         sandbox.delete()
+    stop_leftover(rroot)
+    shutil.rmtree(rroot / "blob", ignore_errors=True)
     remove_host_addresses()
     world.unlink(missing_ok=True)
     shutil.rmtree(rroot / "vms", ignore_errors=True)

@@ -28,6 +28,7 @@ VMSS_VM = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines"
 VMSS_NIC = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/networkInterfaces"
 VM_TYPES = ("Microsoft.Compute/virtualMachines", VMSS_VM)
 NIC_TYPES = ("Microsoft.Network/networkInterfaces", VMSS_NIC)
+ROLE_ASSIGNMENT = "Microsoft.Authorization/roleAssignments"
 
 
 class ArmError(Exception):
@@ -166,6 +167,8 @@ class Engine:
         for key in ("sku", "kind", "identity", "zones"):
             if key in body:
                 r[key] = body[key]
+        if r["type"] == ROLE_ASSIGNMENT:  # Azure reports where it applies (default: group)
+            r["properties"].setdefault("scope", body.get("scope") or group_of(rid))
         return r
 
     def validate(self, r: dict[str, Any], world: dict[str, dict[str, Any]]) -> None:

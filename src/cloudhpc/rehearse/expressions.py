@@ -155,8 +155,8 @@ class Evaluator:
             return self.string(node)
         if isinstance(node, list):
             return [self.value(v) for v in node]
-        if isinstance(node, dict):
-            return {k: self.value(v) for k, v in node.items()}
+        if isinstance(node, dict):  # property names may be expressions too (identities)
+            return {str(self.string(k)): self.value(v) for k, v in node.items()}
         return node
 
     def string(self, text: str) -> Any:

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from cloudhpc.image import build
+from cloudhpc.rehearse.blobs import BlobService
 from cloudhpc.rehearse.engine import VM_TYPES, ArmError
-from cloudhpc.rehearse.vms import IMDS, WIRESERVER, Sandbox, VmSpec, short
+from cloudhpc.rehearse.vms import IMDS, STORAGE_ENDPOINT, WIRESERVER, Sandbox, VmSpec, short
 from cloudhpc.runner import Result, Runner
 
 ARM_ADDRESS = "198.18.0.10"   # management.azure.com here
-BLOB_ADDRESS = "198.18.0.11"  # <account>.blob.core.windows.net here
+BLOB_ADDRESS = STORAGE_ENDPOINT  # <account>.blob.core.windows.net here
 HOST_ADDRESSES = (IMDS, WIRESERVER, ARM_ADDRESS, BLOB_ADDRESS)
 IMAGE_TYPE = "Microsoft.Compute/images"
 
@@ -42,11 +43,16 @@ def _props(r: dict[str, Any]) -> dict[str, Any]:
     return r.get("properties") or {}
 
 
+STORAGE = "Microsoft.Storage/storageAccounts"
+
+
 class VmPlatform:
-    def __init__(self, root: Path, platform_layer: Path) -> None:
+    def __init__(self, root: Path, platform_layer: Path, blobs: BlobService | None = None
+                 ) -> None:
         self.root = root
         self.vm_root = root / "vms"
         self.platform_layer = platform_layer
+        self.blobs = blobs
 
     # --- lookups ---------------------------------------------------------------------------
     def sandbox(self, vm: dict[str, Any], world: dict[str, dict[str, Any]]) -> Sandbox:
@@ -96,8 +102,11 @@ class VmPlatform:
         # a public IP on the NIC or a NAT gateway on the subnet: Azure's endpoints reachable
         subnet_name = (conf.get("subnet") or {}).get("id", "").rpartition("/")[2]
         subnets = _props(world.get(vnet_id.lower()) or {}).get("subnets") or []
-        nat = any(s["name"] == subnet_name and (s.get("properties") or {}).get("natGateway")
-                  for s in subnets)
+        mine = next((s.get("properties") or {} for s in subnets if s["name"] == subnet_name),
+                    {})
+        nat = bool(mine.get("natGateway"))
+        storage = any(e.get("service") == "Microsoft.Storage"
+                      for e in mine.get("serviceEndpoints") or [])
         outbound = bool(conf.get("publicIPAddress")) or nat
         return VmSpec(vm["id"], _props(vm).get("vmId", vm["id"]),
                       profile.get("computerName", vm["name"]), conf["privateIPAddress"],
@@ -109,7 +118,7 @@ class VmPlatform:
                                                          .get("ssh") or {}).get("publicKeys")
                           or []),
                       tuple((_props(world.get(vnet_id.lower()) or {}).get("addressSpace") or {})
-                            .get("addressPrefixes") or []))
+                            .get("addressPrefixes") or []), storage)
 
     # --- Platform ----------------------------------------------------------------------------
     def create(self, resource: dict[str, Any], world: dict[str, dict[str, Any]]) -> None:
@@ -118,6 +127,8 @@ class VmPlatform:
             self._bridge(resource, world)
         elif rtype in VM_TYPES:
             self.sandbox(resource, world).boot()
+        elif rtype == STORAGE and self.blobs is not None:
+            self.blobs.add(resource["name"])
 
     def _bridge(self, vnet: dict[str, Any], world: dict[str, dict[str, Any]]) -> None:
         mine = [ipaddress.ip_network(p) for p in
@@ -148,6 +159,8 @@ class VmPlatform:
         rtype = resource["type"]
         if rtype == "Microsoft.Network/virtualNetworks":
             _ip("link", "del", bridge_name(resource["id"]), check=False)
+        elif rtype == STORAGE and self.blobs is not None:
+            self.blobs.remove(resource["name"])
         elif rtype in VM_TYPES:
             d = self.vm_root / short(resource["id"], 16)
             if (d / "spec.json").exists():

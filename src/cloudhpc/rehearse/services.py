@@ -5,6 +5,10 @@ the rehearsal's stand-ins)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import secrets
 import threading
 import time
@@ -16,7 +20,7 @@ from dnslib.server import BaseResolver, DNSServer
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from cloudhpc.rehearse.engine import NIC_TYPES, VM_TYPES, Engine
+from cloudhpc.rehearse.engine import NIC_TYPES, ROLE_ASSIGNMENT, VM_TYPES, Engine
 
 IMDS_DOC = "https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service"
 
@@ -81,12 +85,72 @@ def imds_app(engine: Engine, issue: Callable[[str], str]) -> FastAPI:
         ident = engine.resources.get(next(iter(identities)).lower()) or {}
         principal = (ident.get("properties") or {}).get("principalId", "")
         expires = int(time.time()) + 3600
-        return {"access_token": issue(principal), "expires_in": "3600",
+        if _is_storage(resource):
+            tenant = (ident.get("properties") or {}).get("tenantId", "")
+            access = storage_token(principal, tenant, data_accounts(engine, principal),
+                                   expires)
+        else:
+            access = issue(principal)
+        return {"access_token": access, "expires_in": "3600",
                 "expires_on": str(expires), "not_before": str(int(time.time())),
                 "resource": resource, "token_type": "Bearer",
                 "client_id": (ident.get("properties") or {}).get("clientId", "")}
 
     return app
+
+
+# built-in roles that read or write blob data (role-based-access-control/built-in-roles)
+BLOB_DATA_ROLES = ("ba92f5b4-2d11-453d-a403-e96b0029c9fe",   # Storage Blob Data Contributor
+                   "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",   # Storage Blob Data Owner
+                   "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1")   # Storage Blob Data Reader
+NO_DATA_ROLE = "https://no-blob-data-role.rehearsal"
+
+
+def _is_storage(resource: str) -> bool:
+    r = resource.lower().rstrip("/")
+    return r == "https://storage.azure.com" or r.endswith(".blob.core.windows.net")
+
+
+def data_accounts(engine: Engine, principal: str) -> list[str]:
+    """Storage accounts PRINCIPAL has a blob data role on (at the account, or above it)."""
+    with engine.lock:
+        scopes = [(r.get("properties") or {}).get("scope", "").lower()
+                  for r in engine.resources.values()
+                  if r.get("type") == ROLE_ASSIGNMENT
+                  and (r.get("properties") or {}).get("principalId") == principal
+                  and str((r.get("properties") or {}).get("roleDefinitionId", "")).lower()
+                  .rsplit("/", 1)[-1] in BLOB_DATA_ROLES]
+        return sorted(r["name"] for r in engine.resources.values()
+                      if r.get("type") == "Microsoft.Storage/storageAccounts"
+                      and any(r["id"].lower() == s or r["id"].lower().startswith(s + "/")
+                              for s in scopes if s))
+
+
+def storage_token(principal: str, tenant: str, accounts: list[str], expires: int) -> str:
+    """A token for Azure Storage, shaped as Entra ID's (a JWT: issuer, audience, lifetime,
+    object id). The rehearsal's blob service checks issuer, audience and lifetime; the
+    audience names the one account the identity may use (Azure would refuse the data
+    request of an identity without a data role, AuthorizationPermissionMismatch: here the
+    token's audience is refused)."""
+    if len(accounts) == 1:
+        audience = f"https://{accounts[0]}.blob.core.windows.net"
+    else:
+        audience = "https://storage.azure.com" if accounts else NO_DATA_ROLE
+    now = int(time.time())
+    claims = {"aud": audience, "iss": f"https://sts.windows.net/{tenant}/", "iat": now,
+              "nbf": now, "exp": expires, "oid": principal, "sub": principal,
+              "tid": tenant, "ver": "1.0"}
+
+    def part(data: dict[str, Any] | bytes) -> str:
+        raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    head = part({"alg": "HS256", "typ": "JWT"}) + "." + part(claims)
+    signature = hmac.new(_SIGNING_KEY, head.encode(), hashlib.sha256).digest()
+    return head + "." + part(signature)
+
+
+_SIGNING_KEY = secrets.token_bytes(32)
 
 
 class _Resolver(BaseResolver):  # type: ignore[misc]

@@ -37,6 +37,7 @@ GATEWAY_HOST = 1  # Azure's default gateway: the subnet's first host address
 IMDS = "169.254.169.254"
 WIRESERVER = "168.63.129.16"  # Azure's DNS and platform address
 PLATFORM = "198.18.0.0/24"    # the rehearsal's stand-ins for Azure's public endpoints
+STORAGE_ENDPOINT = "198.18.0.11"  # blob storage's stand-in (platform.BLOB_ADDRESS)
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
@@ -67,6 +68,8 @@ class VmSpec:
     admin_user: str = ""
     ssh_keys: tuple[str, ...] = ()
     vnet_prefixes: tuple[str, ...] = ()  # the whole VNet is reachable (Azure's system routes)
+    # a Microsoft.Storage service endpoint on the subnet: storage reachable without a way out
+    storage_endpoint: bool = False
 
 
 class Sandbox:
@@ -102,6 +105,8 @@ class Sandbox:
         _ip("-n", self.netns, "addr", "replace", f"{s.address}/{s.prefix}", "dev", "eth0")
         _ip("-n", self.netns, "link", "set", "eth0", "up")
         routes = [f"{IMDS}/32", f"{WIRESERVER}/32"] + ([PLATFORM] if s.outbound else [])
+        if s.storage_endpoint and not s.outbound:
+            routes.append(f"{STORAGE_ENDPOINT}/32")
         for dest in routes:
             _ip("-n", self.netns, "route", "replace", dest, "via", s.gateway)
         # the VNet's other subnets: on the same bridge here, so on-link (this machine

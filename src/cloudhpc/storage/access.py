@@ -13,7 +13,14 @@ with the job (its time limit, or 24 h without one, plus an hour) and is bound to
 access policy of the container named after the submitting token: revoking the token removes
 its policies, and every SAS of its jobs stops working at once. Azure allows five stored
 access policies per container (https://learn.microsoft.com/rest/api/storageservices/
-define-stored-access-policy); policies of revoked tokens are pruned when room is needed."""
+define-stored-access-policy); policies of revoked tokens are pruned when room is needed.
+
+On Azure the head has no account key (the account refuses Shared Key): it signs each SAS with
+a user delegation key it gets with its managed identity, and a user delegation SAS cannot be
+bound to a stored access policy (https://learn.microsoft.com/rest/api/storageservices/
+create-user-delegation-sas). Such a SAS carries its permissions itself and lives as long as
+the job (at most the seven days a delegation key lives); revoking a token does not cut its
+running jobs' SAS short there — they end with the job."""
 
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ EVERYONE = "*"
 MAX_POLICIES = 5
 MARGIN = timedelta(hours=1)
 NO_LIMIT = timedelta(hours=24)
+MAX_DELEGATION = timedelta(days=7)  # a user delegation key's longest life
 
 
 class AccessDenied(CloudHPCError):
@@ -165,6 +173,8 @@ def job_sas(blob: BlobStore, token: str, live_tokens: set[str], reads: list[str]
 
     lifetime = timedelta(minutes=time_limit_minutes) if time_limit_minutes else NO_LIMIT
     expiry = datetime.now(UTC) + lifetime + MARGIN
+    if blob.account.identity:
+        return _delegated_sas(blob, reads, writes, write_containers, expiry)
     account, key = blob.account.account, blob.account.key
     out: dict[str, str] = {}
     live = live_tokens | {token}
@@ -180,12 +190,51 @@ def job_sas(blob: BlobStore, token: str, live_tokens: set[str], reads: list[str]
     return out
 
 
+def _delegated_sas(blob: BlobStore, reads: list[str], writes: list[str],
+                   write_containers: list[str], expiry: datetime) -> dict[str, str]:
+    """User delegation SAS (Azure, no account key): read for READS, create+write for WRITES
+    and WRITE_CONTAINERS, signed with a delegation key of the head's managed identity."""
+    from azure.core.exceptions import AzureError
+    from azure.storage.blob import (
+        BlobSasPermissions,
+        ContainerSasPermissions,
+        generate_blob_sas,
+        generate_container_sas,
+    )
+
+    from cloudhpc.storage.urls import parse_blob_url
+
+    now = datetime.now(UTC)
+    expiry = min(expiry, now + MAX_DELEGATION)
+    try:
+        key = blob.service.get_user_delegation_key(now - timedelta(minutes=5), expiry)
+    except AzureError as exc:
+        raise blob._fail("getting a user delegation key for", blob.account.endpoint,
+                         exc) from None
+    account = blob.account.account
+    out: dict[str, str] = {}
+    for address, write in [(a, False) for a in reads] + [(a, True) for a in writes]:
+        url = parse_blob_url(address)
+        permission = BlobSasPermissions(create=True, write=True) if write else \
+            BlobSasPermissions(read=True)
+        out[address] = generate_blob_sas(account, url.container, url.path,
+                                         user_delegation_key=key, permission=permission,
+                                         expiry=expiry)
+    for container in write_containers:
+        out[f"blob://{container}"] = generate_container_sas(
+            account, container, user_delegation_key=key,
+            permission=ContainerSasPermissions(create=True, write=True), expiry=expiry)
+    return out
+
+
 def revoke_token_access(cluster: Any, token: str) -> int:
     """Remove TOKEN's access policies from every container: its jobs' SAS stop working.
     Returns how many policies went."""
     from azure.core.exceptions import AzureError
 
     blob = cluster.storage
+    if blob.account.identity:  # user delegation SAS: no policy to remove (see above)
+        return 0
     removed = 0
     try:
         for name in blob.containers():

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,20 +68,15 @@ class BlobStore:
                                           retry_total=retries),
             connection_timeout=5, read_timeout=60, max_block_size=BLOCK,
             max_single_put_size=BLOCK)
-        credential = {"account_name": account.account, "account_key": account.key} \
-            if account.key else None
+        credential: Any = None
+        if account.key:
+            credential = {"account_name": account.account, "account_key": account.key}
+        elif account.identity and sas is None:
+            from azure.identity import ManagedIdentityCredential
+
+            credential = ManagedIdentityCredential()
         self.service = BlobServiceClient(account.endpoint, credential=credential,
                                          **self._options)
-
-    def container_sas(self, container: str, write: bool, days: int = 7) -> str:
-        """A token for one container: read and list, and with WRITE also create and write."""
-        from azure.storage.blob import ContainerSasPermissions, generate_container_sas
-
-        permission = ContainerSasPermissions(read=True, list=True, write=write,
-                                             create=write, add=write)
-        return generate_container_sas(self.account.account, container, self.account.key,
-                                      permission=permission,
-                                      expiry=datetime.now(UTC) + timedelta(days=days))
 
     # -- helpers -------------------------------------------------------------------------
     def _container(self, url: BlobURL) -> ContainerClient:

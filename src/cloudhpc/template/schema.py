@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_IMAGE = "Debian:debian-12:12-gen2:latest"
+# Azure's HPC image: Mellanox OFED (InfiniBand), UCX, HPC-X (virtual-machines/configure)
+HPC_IMAGE = "microsoft-dsvm:ubuntu-hpc:2204:latest"
 
 
 class _Model(BaseModel):
@@ -50,6 +54,15 @@ class NodeSet(_Model):
         "(default: 120 locally; 1800 on Azure, where a VM boots and installs for minutes)")
 
 
+class LoginSet(_Model):
+    name: str = Field("login", description="login node set name; its nodes are NAME-1 ...")
+    size: str = Field("Standard_D4s_v5", description="Azure VM size of each login node")
+    count: int = Field(1, ge=1, le=8, description="login nodes (always there; users log in "
+                       "with `cloudhpc shell` and submit from them)")
+    public_ip: bool = Field(True, description="Azure: a public IP for each login node (SSH "
+                            "from azure.ssh_cidrs only)")
+
+
 class LocalProvider(_Model):
     cpu_cap: int = Field(
         16, ge=1, le=256,
@@ -71,10 +84,13 @@ class Azure(_Model):
     region: str | None = Field(None, description="Azure region, e.g. eastus (required to "
                                "deploy or export to Azure)")
     admin_user: str = Field("hpcadmin", description="Linux admin user of every VM")
-    image: str = Field("Debian:debian-12:12-gen2:latest",
+    image: str = Field(DEFAULT_IMAGE,
                        description="the marketplace image PUBLISHER:OFFER:SKU:VERSION that "
                        "cloudhpc's node image is built on (`cloudhpc image export`); VMs boot "
-                       "the built node image, named by the deployment's imageId parameter")
+                       "the built node image, named by the deployment's imageId parameter. "
+                       f"Default: {DEFAULT_IMAGE}, or Azure's HPC image {HPC_IMAGE} (the "
+                       "InfiniBand stack, UCX) when a node set has rdma: true — one image for "
+                       "every VM, so every node runs the same Slurm")
     head_public_ip: bool = Field(True, description="give the head node a public IP address")
     nat_gateway: bool = Field(False, description="give the cluster's subnets a NAT gateway: "
                               "outbound internet for every VM (not needed to boot: the node "
@@ -136,7 +152,18 @@ class Template(_Model):
     head: Head = Field(default_factory=Head)
     storage: Storage = Field(default_factory=Storage)
     compute: list[NodeSet] = Field(min_length=1, description="compute node sets")
+    login: list[LoginSet] = Field(default_factory=list, description="login node sets: "
+                                  "where users get a shell and submit (default: the head)")
     api: Api = Field(default_factory=Api)
     accounting: Accounting = Field(default_factory=Accounting)
     local: LocalProvider = Field(default_factory=LocalProvider)
     azure: Azure = Field(default_factory=Azure)
+
+    @model_validator(mode="after")
+    def _hpc_image_for_rdma(self) -> Template:
+        """RDMA node sets need the InfiniBand stack: Azure's HPC image is the base unless
+        the template names one."""
+        if any(ns.rdma for ns in self.compute) and "image" not in self.azure.model_fields_set:
+            self.azure.image = HPC_IMAGE
+            self.azure.model_fields_set.discard("image")
+        return self

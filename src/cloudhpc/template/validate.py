@@ -8,9 +8,9 @@ import re
 from collections.abc import Callable, Iterator
 
 from cloudhpc import sizes
-from cloudhpc.addressing import nodeset_share
+from cloudhpc.addressing import first_free, nodeset_share
 from cloudhpc.template.findings import Finding, Level, Loc, line_of
-from cloudhpc.template.schema import Template
+from cloudhpc.template.schema import HPC_IMAGE, Template
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 NODESET_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
@@ -49,6 +49,17 @@ def nodesets(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Itera
         if ns.partition is not None and not NODESET_RE.match(ns.partition):
             yield _f(Level.ERROR, (*base, "partition"), f"bad partition name {ns.partition!r}",
                      "use 1-12 lowercase letters or digits, starting with a letter", lines)
+    logins: set[str] = set()
+    for i, ls in enumerate(t.login):
+        base = ("login", i)
+        if not NODESET_RE.match(ls.name) or ls.name in RESERVED_NODES:
+            yield _f(Level.ERROR, (*base, "name"), f"bad login node set name {ls.name!r}",
+                     "use 1-12 lowercase letters or digits, starting with a letter "
+                     "('head' and 'storage' are reserved)", lines)
+        if ls.name in seen or ls.name in logins:
+            yield _f(Level.ERROR, (*base, "name"), f"duplicate node set name {ls.name!r}",
+                     "give every node set, login sets included, its own name", lines)
+        logins.add(ls.name)
     for name in t.local.capacity:
         if name not in seen:
             yield _f(Level.ERROR, ("local", "capacity", name), f"no node set named {name!r}",
@@ -86,6 +97,15 @@ def network(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterat
                  "write it like 198.18.0.0/24 (host bits zero)", lines)
         return
     share = nodeset_share(t.network.cidr, len(t.compute), t.provider)
+    logins = sum(ls.count for ls in t.login)
+    if t.compute and logins:
+        last = net.network_address + first_free(t.provider) + 2 + (len(t.compute) - 1) * share \
+            + t.compute[-1].max - 1
+        if last >= net.broadcast_address - logins:
+            yield _f(Level.ERROR, ("login",), f"no room for {logins} login node(s) at the end "
+                     f"of {t.network.cidr}: compute[{len(t.compute) - 1}] "
+                     f"({t.compute[-1].name}) reaches {last}",
+                     "use a larger network, or a smaller max for that node set", lines)
     for i, ns in enumerate(t.compute):
         if ns.max > share:
             prefix = 32
@@ -206,6 +226,12 @@ def azure(t: Template, lines: Lines, running: list[tuple[str, str]]) -> Iterator
     if len(az.image.split(":")) != 4:
         yield _f(Level.ERROR, ("azure", "image"), f"image {az.image!r} is not "
                  "PUBLISHER:OFFER:SKU:VERSION", "e.g. Debian:debian-12:12-gen2:latest", lines)
+    elif any(ns.rdma for ns in t.compute) and "hpc" not in az.image.split(":")[1].lower():
+        yield _f(Level.WARNING, ("azure", "image"), f"image {az.image!r} has no InfiniBand "
+                 "stack: RDMA node sets would run MPI over TCP (Azure's HPC images have the "
+                 "drivers and UCX: https://learn.microsoft.com/azure/virtual-machines/"
+                 "configure#vm-images)", f"remove azure.image (default {HPC_IMAGE}) or "
+                 "name another HPC image", lines)
     if az.admin_user in RESERVED_ADMINS or not ADMIN_RE.match(az.admin_user):
         yield _f(Level.ERROR, ("azure", "admin_user"), f"{az.admin_user!r} cannot be an "
                  "Azure admin user", "use 1-32 lowercase letters, digits, '-' or '_', not "
