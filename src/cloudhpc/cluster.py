@@ -330,13 +330,15 @@ class Cluster:
                name: str | None = None, wait: bool = False,
                timeout: float | None = None, stage_in: Sequence[str | StageIn] = (),
                stage_out: Sequence[str | StageOut] = (), exe: Sequence[str] = (),
-               user: str | None = None, describe: bool = True, admin: bool = False,
+               user: str | None = None, describe: bool = False, admin: bool = False,
                token: str = "", time_limit: int | None = None) -> Job:
         """Submit a batch script (a path, or a JobRequest). stage_in:
         'blob://CONTAINER/PATH[:DEST]' fetched into the job's directory before it starts;
         stage_out: 'SRC:blob://CONTAINER/PATH' stored after it ends (also when it failed);
         exe: programs in blob storage fetched once into /shared and put on the job's PATH.
-        USER, ADMIN, TOKEN: who submits (the API's callers)."""
+        USER, ADMIN, TOKEN: who submits (the API's callers). The job comes back as
+        submitted (pending), like sbatch's answer, without asking Slurm again; DESCRIBE asks
+        (one more Slurm call: a third of a submission's cost)."""
         request = JobRequest.of(script, nodes=nodes, ntasks_per_node=ntasks_per_node,
                                 partition=partition, name=name,
                                 stage_in=[str(s) for s in stage_in] or None,

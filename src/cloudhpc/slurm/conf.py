@@ -238,8 +238,11 @@ echo export OMPI_ALLOW_RUN_AS_ROOT=1
 echo export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # A node with an InfiniBand port (Azure's HB/HC/HX sizes on an HPC image): Open MPI over
 # UCX on that port instead of TCP on eth0
+# (builtins only: this runs before every task of every job)
 for dev in IB_SYSFS/*; do
-  [ "$(cat "$dev/ports/1/link_layer" 2>/dev/null)" = InfiniBand ] || continue
+  [ -r "$dev/ports/1/link_layer" ] || continue
+  read -r layer < "$dev/ports/1/link_layer"
+  [ "$layer" = InfiniBand ] || continue
   echo export OMPI_MCA_pml=ucx
   echo export OMPI_MCA_osc=ucx
   echo export OMPI_MCA_btl=^vader,tcp,openib,uct
