@@ -185,18 +185,25 @@ def _head(t: Template, n: dict[str, str], address: str) -> list[dict[str, Any]]:
         nic_deps.append(pip)
     out.append(_res("Microsoft.Network/networkInterfaces", n["nic"], {
         "ipConfigurations": [{"name": "primary", "properties": ipconf}]}, dependsOn=nic_deps))
-    out.append(_res("Microsoft.Compute/virtualMachines", n["head"], {
-        "hardwareProfile": {"vmSize": t.head.size},
-        "osProfile": _os_profile(t, "head", "computerName", "head", None),
-        # the disk and NIC go with the VM: `down` in an existing group leaves nothing
+    out.append(_res("Microsoft.Compute/virtualMachines", n["head"],
+                    _vm(t, t.head.size, "head", custom_data(t, "head"), nic),
+                    identity={"type": "UserAssigned", "userAssignedIdentities": {identity: {}}},
+                    dependsOn=[nic, identity]))
+    return out
+
+
+def _vm(t: Template, size: str, computer: str, data: str, nic: str) -> dict[str, Any]:
+    """A VM outside any scale set (head, login nodes) with its one NIC; the disk and NIC go
+    with the VM: `down` in an existing group leaves nothing."""
+    return {
+        "hardwareProfile": {"vmSize": size},
+        "osProfile": vm.os_profile("computerName", computer, _values(data)),
         "storageProfile": {"imageReference": _image(t),
                            "osDisk": {"createOption": "FromImage", "deleteOption": "Delete",
                                       "managedDisk": {"storageAccountType": "Premium_LRS"}}},
         "networkProfile": {"networkInterfaces": [
             {"id": nic, "properties": {"primary": True, "deleteOption": "Delete"}}]},
-    }, identity={"type": "UserAssigned", "userAssignedIdentities": {identity: {}}},
-        dependsOn=[nic, identity]))
-    return out
+    }
 
 
 def _login(t: Template, n: dict[str, str], plan: Plan) -> list[dict[str, Any]]:
@@ -219,15 +226,10 @@ def _login(t: Template, n: dict[str, str], plan: Plan) -> list[dict[str, Any]]:
             deps.append(pip)
         out.append(_res("Microsoft.Network/networkInterfaces", vm.nic_name(t, node), props,
                         dependsOn=deps))
-        out.append(_res("Microsoft.Compute/virtualMachines", vm.vm_name(t, node), {
-            "hardwareProfile": {"vmSize": node.size},
-            "osProfile": vm.os_profile("computerName", node.name, _values(data)),
-            "storageProfile": {"imageReference": _image(t),
-                               "osDisk": {"createOption": "FromImage", "deleteOption": "Delete",
-                                          "managedDisk": {"storageAccountType": "Premium_LRS"}}},
-            "networkProfile": {"networkInterfaces": [
-                {"id": nic, "properties": {"primary": True, "deleteOption": "Delete"}}]},
-        }, tags={"cloudhpc-cluster": t.name, "cloudhpc-role": "login"}, dependsOn=[nic]))
+        out.append(_res("Microsoft.Compute/virtualMachines", vm.vm_name(t, node),
+                        _vm(t, node.size, node.name, data, nic),
+                        tags={"cloudhpc-cluster": t.name, "cloudhpc-role": "login"},
+                        dependsOn=[nic]))
     return out
 
 
