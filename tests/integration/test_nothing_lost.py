@@ -16,9 +16,10 @@ import httpx
 import pytest
 
 from cloudhpc.api.tokens import TokenStore
-from cloudhpc.cluster import Cluster
+from cloudhpc.cluster import NODE_ENV, Cluster
 from cloudhpc.errors import CloudHPCError
 from cloudhpc.jobs.model import JobState
+from cloudhpc.slurm.conf import NODE_SPOOL
 from tests.conftest import template
 
 USER = "cht-idem"
@@ -70,8 +71,10 @@ def test_static_node_killed_mid_job_reruns_it_on_a_fresh_node(lost: Cluster,
     node = "hpc-1"
     time.sleep(1)
     # what the old machine left behind must not reach the new one
-    spool = lost.dir.root / "slurm" / "spool" / node
-    leftovers = [spool / "left-by-old-node", lost.dir.node(node) / "scratch" / "left-by-old-node"]
+    planted = f"{NODE_SPOOL}/left-by-old-node"  # the node's own spool, seen from inside it
+    on_node = lost.node_argv(node, ["sh", "-c", f"echo old machine > {planted}"])
+    subprocess.run(on_node, env=NODE_ENV, check=True)
+    leftovers = [lost.dir.node(node) / "scratch" / "left-by-old-node"]
     for path in leftovers:
         path.write_text("old machine\n")
     lost.kill_node(node)
@@ -83,6 +86,9 @@ def test_static_node_killed_mid_job_reruns_it_on_a_fresh_node(lost: Cluster,
     previous = list((lost.dir.logs / "previous").glob(f"{node}-*"))
     assert previous, "the replaced node's logs were not kept"
     assert not [p for p in leftovers if p.exists()], "the new node kept the old one's files"
+    seen = subprocess.run(lost.node_argv(node, ["ls", "-A", NODE_SPOOL]), env=NODE_ENV,
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert "left-by-old-node" not in seen, seen
     # the old spool made slurmd purge the relaunched job's script as 'vestigial' before
     # it ran; a purge after the batch step is done is slurmd's own clean-up race
     log = (lost.dir.logs / f"slurmd-{node}.log").read_text().splitlines()

@@ -44,7 +44,7 @@ def test_three_minute_soak_loses_duplicates_and_confuses_nothing(
         print("\n".join(line for line in log if f"JobId={job} " in line))
         found = c.job(job)
         host = c.dir.host_path(found.workdir)
-        for name in ("runs.txt", ".cloudhpc/run.rc", ".cloudhpc/run.script"):
+        for name in ("runs.txt", ".cloudhpc/run.lock"):
             path = host / name if host else None
             print(name, path.read_text() if path and path.exists() else "-")
     assert sum(1 for f in ledger.faults if f["done"]) >= 10

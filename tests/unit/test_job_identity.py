@@ -86,7 +86,7 @@ def _run_wrapper(tmp_path: Path, job_id: str, script: str) -> subprocess.Complet
     (tmp_path / "job.sh").chmod(0o755)
     text = wrapper.render("job.sh", script, str(tmp_path), None)
     (tmp_path / "w.sh").write_text(text)
-    return subprocess.run(["bash", str(tmp_path / "w.sh")], capture_output=True, text=True,
+    return subprocess.run(["sh", str(tmp_path / "w.sh")], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": job_id}, timeout=60)
 
 
@@ -111,7 +111,9 @@ def test_wrapper_runs_again_when_the_first_run_died(tmp_path: Path) -> None:
     (runs / "run.lock").touch()
     result = _run_wrapper(tmp_path, "9", "#!/bin/bash\necho ran > out\n")
     assert result.returncode == 0 and (tmp_path / "out").read_text() == "ran\n"
-    assert (runs / "run.rc").read_text().strip() == "0"
+    # its marks: the script's exit code, then the job's, appended to the lock file
+    assert (runs / "run.lock").read_text() == "script 0\nrc 0\n"
+    assert sorted(p.name for p in runs.iterdir()) == ["run.lock"]
 
 
 def test_a_starved_first_run_is_alive_not_stale(tmp_path: Path) -> None:
@@ -126,7 +128,7 @@ def test_a_starved_first_run_is_alive_not_stale(tmp_path: Path) -> None:
     (tmp_path / "job.sh").chmod(0o755)
     (tmp_path / "w.sh").write_text(wrapper.render("job.sh", script, str(tmp_path), None))
     env = {"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "10"}
-    first = subprocess.Popen(["bash", str(tmp_path / "w.sh")], env=env,
+    first = subprocess.Popen(["sh", str(tmp_path / "w.sh")], env=env,
                              stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 10
     while not (tmp_path / "count").exists() and time.monotonic() < deadline:
@@ -134,7 +136,7 @@ def test_a_starved_first_run_is_alive_not_stale(tmp_path: Path) -> None:
     os.killpg(first.pid, signal.SIGSTOP)  # every process of the first run
     try:
         time.sleep(10)
-        second = subprocess.Popen(["bash", str(tmp_path / "w.sh")], env={**env,
+        second = subprocess.Popen(["sh", str(tmp_path / "w.sh")], env={**env,
                                   "SLURM_JOB_ID": "11"}, stderr=subprocess.PIPE, text=True)
         time.sleep(3)
     finally:
@@ -152,7 +154,7 @@ def test_simultaneous_launches_of_one_submission_run_it_once(tmp_path: Path) -> 
     (tmp_path / "job.sh").write_text(script)
     (tmp_path / "job.sh").chmod(0o755)
     (tmp_path / "w.sh").write_text(wrapper.render("job.sh", script, str(tmp_path), None))
-    runs = [subprocess.Popen(["bash", str(tmp_path / "w.sh")], stderr=subprocess.DEVNULL,
+    runs = [subprocess.Popen(["sh", str(tmp_path / "w.sh")], stderr=subprocess.DEVNULL,
                              env={"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": str(i)})
             for i in range(4)]
     assert [p.wait(timeout=60) for p in runs] == [0, 0, 0, 0]

@@ -168,6 +168,9 @@ class JobService:
         with os.fdopen(fd, "w") as fh:
             fh.write(request.script)
         os.chown(script, uid, gid)
+        marks = host_dir / ".cloudhpc"  # the wrapper's marks (made here: no mkdir per job)
+        marks.mkdir(mode=0o700)
+        os.chown(marks, uid, gid)
         os.chown(host_dir, uid, gid)
         meta = self.layout.jobs_meta / sub
 
@@ -220,10 +223,9 @@ class JobService:
             raise JobError(f"Slurm refused the job: {msg}",
                            hint="check the node and task counts against `cloudhpc status`"
                            ) from None
-        self.submissions.accepted(sub, job_id)
         out_path = stdout.replace("%j", str(job_id))
-        self.store.add_job(self.cluster, JobRecord(job_id, script_name, workdir, out_path,
-                                                   time.time(), uid, by.token))
+        self.submissions.accepted(sub, job_id, JobRecord(job_id, script_name, workdir,
+                                                         out_path, time.time(), uid, by.token))
         self.events.emit(EventKind.JOB_SUBMITTED, job=job_id, sub=sub, script=script_name,
                          partition=request.partition or "", nodes=request.nodes or 1)
         if not describe:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudhpc.state import Store
+from cloudhpc.state import JobRecord, Store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS submissions (
@@ -46,7 +46,8 @@ class KeyInUse(Exception):
 
 class Submissions:
     def __init__(self, db_path: Path, cluster: str) -> None:
-        self._db = Store(db_path).connect
+        self._store = Store(db_path)
+        self._db = self._store.connect
         self.cluster = cluster
         with self._db() as db:
             db.executescript(SCHEMA)
@@ -77,10 +78,14 @@ class Submissions:
                     raise
                 raise KeyInUse(existing) from None
 
-    def accepted(self, sub: str, job_id: int) -> None:
+    def accepted(self, sub: str, job_id: int, job: JobRecord | None = None) -> None:
+        """Slurm took SUB as JOB_ID; with JOB, cloudhpc's record of the job is made in the
+        same transaction."""
         with self._db() as db:
             db.execute("UPDATE submissions SET job_id=? WHERE cluster=? AND sub=?",
                        (job_id, self.cluster, sub))
+            if job is not None:
+                self._store.insert_job(db, self.cluster, job)
 
     def forget(self, sub: str) -> None:
         """Slurm refused it: the same key may be tried again."""

@@ -22,6 +22,7 @@ class SupervisorSpec(TypedDict):
     role: NotRequired[str]
     hostname: NotRequired[str]         # absent for host-side services (the control plane)
     binds: NotRequired[list[list[str]]]  # [source, target] bind mounts
+    tmpfs: NotRequired[list[str]]         # memory file systems of the node's own, mounted here
     tmp: NotRequired[str]              # the node's own /tmp
     keep_in_tmp: NotRequired[list[str]]
     pid_namespace: NotRequired[bool]   # the supervisor is the init of its PID namespace

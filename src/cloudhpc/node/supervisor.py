@@ -35,6 +35,12 @@ def bind(src: str, dst: str) -> None:
         raise OSError(err, f"bind mount {src} -> {dst}: {os.strerror(err)}")
 
 
+def tmpfs(dst: str) -> None:
+    if _libc.mount(b"tmpfs", dst.encode(), b"tmpfs", 0, b"mode=0755") != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount tmpfs at {dst}: {os.strerror(err)}")
+
+
 def private_tmp(tmp: str, keep: list[str]) -> None:
     """The node's own /tmp (a node is a machine: PMIx, MPI and users' files must not meet
     other nodes'), with KEEP (entries of the machine's /tmp that cloudhpc itself lives in)
@@ -148,6 +154,8 @@ def main(spec_path: str) -> int:
         socket.sethostname(spec["hostname"])
     for src, dst in spec.get("binds", []):
         bind(src, dst)
+    for dst in spec.get("tmpfs", []):
+        tmpfs(dst)
     if spec.get("tmp"):
         private_tmp(spec["tmp"], spec.get("keep_in_tmp", []))
     if spec.get("pid_namespace") and os.getpid() == 1:
