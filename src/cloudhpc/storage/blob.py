@@ -13,17 +13,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import (
-    AzureError,
-    ResourceExistsError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-)
-from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
-
 from cloudhpc.errors import StorageError
 from cloudhpc.storage.account import BlobAccount
 from cloudhpc.storage.urls import BlobURL, local_relative
+
+
+class _Lazy:
+    """A module imported at its first use: azure-storage-blob and azure-core take 0.4 s of
+    CPU to import, paid otherwise by every cloudhpc process (the CLI, the API and its
+    workers, the reconciler) whether it touches blobs or not."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+errors = _Lazy("azure.core.exceptions")  # `except errors.X` looks X up only on a failure
+sdk = _Lazy("azure.storage.blob")
 
 BLOCK = 8 * 1024 * 1024
 CONCURRENCY = 4  # parallel block transfers per large blob
@@ -64,7 +74,7 @@ class BlobStore:
         self.account = account
         self.sas = sas
         self._options: dict[str, Any] = dict(
-            retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2,
+            retry_policy=sdk.ExponentialRetry(initial_backoff=1, increment_base=2,
                                           retry_total=retries),
             connection_timeout=5, read_timeout=60, max_block_size=BLOCK,
             max_single_put_size=BLOCK)
@@ -75,26 +85,26 @@ class BlobStore:
             from azure.identity import ManagedIdentityCredential
 
             credential = ManagedIdentityCredential()
-        self.service = BlobServiceClient(account.endpoint, credential=credential,
+        self.service = sdk.BlobServiceClient(account.endpoint, credential=credential,
                                          **self._options)
 
     # -- helpers -------------------------------------------------------------------------
-    def _container(self, url: BlobURL) -> ContainerClient:
+    def _container(self, url: BlobURL) -> Any:  # azure.storage.blob.ContainerClient
         if self.sas is None:
             return self.service.get_container_client(url.container)
         token = self.sas.get(str(url)) or self.sas.get(f"blob://{url.container}")
         if token is None:
             raise StorageError(f"this job has no access to {url}",
                                hint="name it in --stage-in/--stage-out/--exe")
-        return ContainerClient(self.account.endpoint, url.container, credential=token,
-                               **self._options)
+        return sdk.ContainerClient(self.account.endpoint, url.container, credential=token,
+                                   **self._options)
 
     def _fail(self, what: str, url: BlobURL | str, exc: Exception) -> StorageError:
-        if isinstance(exc, ServiceRequestError):
+        if isinstance(exc, errors.ServiceRequestError):
             return StorageError(f"{what} {url}: the blob store at {self.account.endpoint} "
                                 "does not answer",
                                 hint="check the storage node with `cloudhpc status`")
-        if isinstance(exc, ResourceNotFoundError):
+        if isinstance(exc, errors.ResourceNotFoundError):
             if getattr(exc, "error_code", "") == "ContainerNotFound":
                 return StorageError(f"{what} {url}: its container does not exist",
                                     hint="create it with `cloudhpc storage mkdir CONTAINER`")
@@ -125,13 +135,13 @@ class BlobStore:
     def containers(self) -> list[str]:
         try:
             return [c.name for c in self.service.list_containers()]
-        except AzureError as exc:
+        except errors.AzureError as exc:
             raise self._fail("listing containers of", self.account.endpoint, exc) from None
 
     def container_exists(self, name: str) -> bool:
         try:
             return bool(self.service.get_container_client(name).exists())
-        except AzureError as exc:
+        except errors.AzureError as exc:
             raise self._fail("checking container", f"blob://{name}", exc) from None
 
     def ls(self, url: BlobURL) -> list[Entry]:
@@ -140,9 +150,9 @@ class BlobStore:
         if self.sas is not None and str(url) in self.sas:  # one blob, no listing right
             try:
                 props = self._container(url).get_blob_client(url.path).get_blob_properties()
-            except ResourceNotFoundError:
+            except errors.ResourceNotFoundError:
                 return []
-            except AzureError as exc:
+            except errors.AzureError as exc:
                 raise self._fail("reading", url, exc) from None
             return [Entry(str(url), props.size, props.last_modified.timestamp(),
                           (props.metadata or {}).get("sha256", ""))]
@@ -156,7 +166,7 @@ class BlobStore:
                                  b.last_modified.timestamp(),
                                  (b.metadata or {}).get("sha256", "")))
             return out
-        except AzureError as exc:
+        except errors.AzureError as exc:
             raise self._fail("listing", url, exc) from None
 
     def exists(self, url: BlobURL) -> bool:
@@ -170,9 +180,9 @@ class BlobStore:
             self.service.create_container(container)
             self.sync(time.time())
             return True
-        except ResourceExistsError:
+        except errors.ResourceExistsError:
             return False
-        except AzureError as exc:
+        except errors.AzureError as exc:
             raise self._fail("creating container", f"blob://{container}", exc) from None
 
     def put(self, local: Path, url: BlobURL, progress: Progress | None = None,
@@ -203,7 +213,7 @@ class BlobStore:
                 self._container(url).upload_blob(
                     url.path, fh, length=size, overwrite=True, metadata={"sha256": sha},
                     max_concurrency=CONCURRENCY, progress_hook=hook)
-        except AzureError as exc:
+        except errors.AzureError as exc:
             raise self._fail("uploading to", url, exc) from None
         return Entry(str(url), size, path.stat().st_mtime, sha)
 
@@ -236,7 +246,7 @@ class BlobStore:
                 self._container(url).download_blob(
                     url.path, max_concurrency=CONCURRENCY,
                     progress_hook=_hook(progress)).readinto(fh)
-        except AzureError as exc:
+        except errors.AzureError as exc:
             partial.unlink(missing_ok=True)
             raise self._fail("downloading", url, exc) from None
         if entry.sha256 and _sha256(partial) != entry.sha256:
@@ -263,7 +273,7 @@ class BlobStore:
                 names = [e.name.split("/", 3)[3] for e in entries]
                 with ThreadPoolExecutor(FILES_IN_PARALLEL) as pool:
                     list(pool.map(container.delete_blob, names))
-        except AzureError as exc:
+        except errors.AzureError as exc:
             raise self._fail("deleting", url, exc) from None
         self.sync(time.time())
         return len(entries)
