@@ -47,3 +47,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+
+# A new cluster's accounting database (MariaDB's and slurmdbd's tables), made once per
+# installed MariaDB and slurmdbd and copied by each new cluster (src/cloudhpc/slurm/dbcache.py):
+# slurmdbd's first start then does not make its tables on the path of `up`.
+.venv/bin/python -m cloudhpc.slurm.dbcache || echo "install: no accounting database copy"

@@ -212,3 +212,22 @@ def test_kept_accounting_outlives_the_cluster(acct: Cluster, home: Path) -> None
     assert row[0] == str(job.job_id)
     later = again.submit(script("#!/bin/bash\necho after\n"), wait=True, timeout=60)
     assert later.job_id > job.job_id  # ids go on from the kept record
+
+
+def test_the_database_copy_for_new_clusters_has_slurmdbds_tables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make install` makes, with the installed MariaDB and slurmdbd, the database every new
+    cluster copies: slurmdbd's own tables are in it (its first start made them in about a
+    second on the path of `up`), nothing of the making is left, and it is made once."""
+    from cloudhpc.slurm import dbcache
+    from cloudhpc.slurm.accounting import MARIADB_OPTIONS
+
+    monkeypatch.setattr(dbcache, "CACHE", tmp_path / "cache")
+    made = dbcache.make("slurm_acct_db", MARIADB_OPTIONS[:2], MARIADB_OPTIONS)
+    assert made == dbcache.cached("slurm_acct_db") and made.parent == tmp_path / "cache"
+    tables = {p.stem for p in (made / "slurm_acct_db").glob("*.frm")}
+    assert {"tres_table", "qos_table", "acct_table", "user_table", "cluster_table",
+            "txn_table"} <= tables, tables
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [made.name]
+    assert dbcache.make("slurm_acct_db", [], []) == made  # made once
+    assert dbcache.cached("other_db") != made

@@ -182,6 +182,21 @@ def test_users_submit_from_the_login_vm(rehearsal: Rehearsal) -> None:
         "cluster.json", "munge.key.b64"]  # no control token
 
 
+def test_homes_are_the_same_on_every_vm_and_keep_the_admins_key(rehearsal: Rehearsal) -> None:
+    """Issue 13, item 5 on Azure: the head exports the users' homes and every other VM
+    mounts them, bound at /home like /shared; the admin's home with the deployment's SSH key
+    (made by Azure on each VM's disk, hidden by that bind) is in them. Before, each VM had a
+    /home of its own: a file in a home on the head was on no other VM."""
+    key = "/home/hpcadmin/.ssh/authorized_keys"
+    for vm in ("head", "login-1", "serial-1"):
+        _wait(f"/home bound on {vm}", lambda vm=vm: rehearsal.sh(
+            vm, "mountpoint -q /home && echo yes || true").strip() == "yes", 300, 3)
+        assert rehearsal.sh(vm, f"test -s {key} && echo key").strip() == "key", vm
+    rehearsal.sh("head", "echo from-the-head > /home/hpcadmin/probe")
+    for vm in ("login-1", "serial-1"):
+        assert rehearsal.sh(vm, "cat /home/hpcadmin/probe").strip() == "from-the-head", vm
+
+
 def test_an_mpi_job_runs_across_two_rdma_nodes_started_from_zero_through_the_sdk(
         rehearsal: Rehearsal) -> None:
     script = (ROOT / "examples" / "jobs" / "mpi_pi.sh").read_text()

@@ -301,28 +301,64 @@ def test_azure_plan_skips_the_addresses_azure_keeps(arm: dict[str, Any]) -> None
                                                                              "10.42.0.4")
 
 
-def test_the_head_shares_its_shared_directory_with_compute_vms_over_nfs() -> None:
-    """Each VM has its own disk: the head exports the cluster's /shared directory to the
-    cluster's subnet, and a compute VM mounts it from the head's address at the same path
-    before it bootstraps (a job's directory and output are then on every node)."""
+def test_the_head_shares_shared_and_homes_with_the_other_vms_over_nfs() -> None:
+    """Each VM has its own disk: the head exports the cluster's /shared directory and the
+    users' homes to the cluster's subnet, and every other VM (compute, login) mounts them
+    from the head's address at the same paths before it bootstraps (a job's directory, its
+    output and its user's home are then on every node). Before, /home was each VM's own."""
     model, _ = load(EXAMPLE)
-    shared = cloudinit.shared_dir(model)
+    shared, homes = cloudinit.shared_dir(model), cloudinit.homes_dir(model)
     assert shared == "/var/lib/cloudhpc/clusters/hbdemo/shared"
+    assert homes == "/var/lib/cloudhpc/clusters/hbdemo/home"
     head = yaml.safe_load(cloudinit.user_data(model, "head"))
     exports = next(f for f in head["write_files"] if f["path"] == cloudinit.EXPORTS_PATH)
-    assert exports["content"].split() == [
-        shared, "10.42.0.0/22(rw,sync,no_subtree_check,root_squash)"]  # a VM's root is nobody
+    rule = "10.42.0.0/22(rw,sync,no_subtree_check,root_squash)"  # a VM's root is nobody
+    assert [line.split() for line in exports["content"].splitlines()] == [
+        [shared, rule], [homes, rule]]
     assert head["runcmd"].index(["exportfs", "-ra"]) < len(head["runcmd"]) - 1
-    compute = yaml.safe_load(cloudinit.user_data(model, "compute", "hb"))
-    assert not any(f["path"] == cloudinit.EXPORTS_PATH for f in compute["write_files"])
     head_address = make_plan(model.model_copy(update={"provider": "azure"})).head.address
-    fstab = next(c for c in compute["runcmd"] if c[0] == "sh")[2]
-    # in fstab: mounted again after a reboot (finding 14)
-    assert f"{head_address}:{shared} {shared} nfs vers=4.2,hard,_netdev" in fstab
-    unit = next(f["content"] for f in compute["write_files"]
-                if f["path"] == cloudinit.UNIT_PATH)
-    # the bootstrap waits for /shared before it starts, at every boot
-    assert f"until mountpoint -q {shared} || mount {shared}" in unit
+    for role, nodeset in (("compute", "hb"), ("login", None)):
+        vm = yaml.safe_load(cloudinit.user_data(model, role, nodeset))
+        assert not any(f["path"] == cloudinit.EXPORTS_PATH for f in vm["write_files"])
+        fstab = [c[2] for c in vm["runcmd"] if c[0] == "sh"]
+        unit = next(f["content"] for f in vm["write_files"] if f["path"] == cloudinit.UNIT_PATH)
+        for path in (shared, homes):
+            # in fstab: mounted again after a reboot (finding 14)
+            assert any(f"{head_address}:{path} {path} nfs vers=4.2,hard,_netdev" in line
+                       for line in fstab), (role, fstab)
+            # the bootstrap waits for both before it starts, at every boot
+            assert f"until mountpoint -q {path} || mount {path}" in unit
+
+
+def test_the_head_keeps_the_admins_home_under_the_cluster_homes(tmp_path: Path) -> None:
+    """The cluster's homes are bound over /home on every VM: the home Azure made for the
+    admin user (with the deployment's SSH key) is copied into them once, owner and modes
+    kept, never over a home already there; a symlink in its place is not followed."""
+    import os
+
+    from cloudhpc.node.cloudinit import adopt_admin_home
+
+    system, homes = tmp_path / "home", tmp_path / "cluster-home"
+    ssh = system / "azureuser" / ".ssh"
+    ssh.mkdir(parents=True)
+    (ssh / "authorized_keys").write_text("ssh-ed25519 AAAA admin\n")
+    os.chmod(ssh / "authorized_keys", 0o600)
+    os.chmod(system / "azureuser", 0o750)
+    os.chown(system / "azureuser", 1000, 1000)
+    homes.mkdir()
+    adopt_admin_home("azureuser", homes, system)
+    copied = homes / "azureuser"
+    assert (copied / ".ssh" / "authorized_keys").read_text() == "ssh-ed25519 AAAA admin\n"
+    assert (copied.stat().st_uid, copied.stat().st_mode & 0o777) == (1000, 0o750)
+    assert (copied / ".ssh" / "authorized_keys").stat().st_mode & 0o777 == 0o600
+    (ssh / "authorized_keys").write_text("changed\n")
+    adopt_admin_home("azureuser", homes, system)  # once: a home already there is kept
+    assert (copied / ".ssh" / "authorized_keys").read_text() == "ssh-ed25519 AAAA admin\n"
+    (system / "evil").symlink_to("/etc")
+    adopt_admin_home("evil", homes, system)
+    assert not (homes / "evil").exists()
+    adopt_admin_home("nobody-here", homes, system)
+    assert sorted(p.name for p in homes.iterdir()) == ["azureuser"]
 
 
 def _big(sets: int, nodes: int) -> dict[str, Any]:

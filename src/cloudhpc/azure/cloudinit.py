@@ -1,8 +1,9 @@
 """cloud-init custom data for Azure VMs. The VM boots cloudhpc's node image (everything
 installed: scale-set VMs have no way out to the internet, and nothing is fetched at boot), so
-the custom data only writes the cluster's description and secrets, shares /shared over NFS
-(the head exports its directory to the cluster's subnet; compute VMs mount it at the same
-path through /etc/fstab, so a job's directory and its output are on every node, as locally)
+the custom data only writes the cluster's description and secrets, shares /shared and the
+users' homes over NFS (the head exports its directories to the cluster's subnet; the other VMs
+mount them at the same paths through /etc/fstab, so a job's directory, its output and its
+user's home are on every node, as locally)
 and enables the `cloudhpc-node` systemd unit, which runs the same node bootstrap the local
 provider runs — at every boot: a rebooted VM rejoins its cluster."""
 
@@ -32,6 +33,16 @@ def shared_dir(t: Template) -> str:
     return str(ClusterDir.of(t.name, Path(DEFAULT_HOME)).shared)
 
 
+def homes_dir(t: Template) -> str:
+    """The cluster's homes on a VM (bound at /home by the node's supervisor)."""
+    return str(ClusterDir.of(t.name, Path(DEFAULT_HOME)).homes)
+
+
+def exported(t: Template) -> list[str]:
+    """What the head shares with every other VM: /shared and the users' homes."""
+    return [shared_dir(t), homes_dir(t)]
+
+
 UNIT_PATH = "/etc/systemd/system/cloudhpc-node.service"
 PYTHON = "/opt/cloudhpc/bin/python"  # the node image's cloudhpc (image/provision.sh)
 
@@ -42,9 +53,8 @@ def unit(t: Template, role: str) -> str:
     after a reboot the head may not serve it yet, and systemd does not retry a failed mount."""
     wait = ""
     if role != "head":
-        shared = shared_dir(t)
-        wait = (f"ExecStartPre=/bin/sh -c 'until mountpoint -q {shared} || mount {shared}; "
-                "do sleep 3; done'\nTimeoutStartSec=infinity\n")
+        wait = "".join(f"ExecStartPre=/bin/sh -c 'until mountpoint -q {d} || mount {d}; "
+                       "do sleep 3; done'\n" for d in exported(t)) + "TimeoutStartSec=infinity\n"
     return ("[Unit]\nDescription=cloudhpc node: this VM's Slurm daemons\n"
             "Wants=network-online.target\nAfter=network-online.target remote-fs.target\n"
             "StartLimitIntervalSec=0\n\n"
@@ -55,20 +65,22 @@ def unit(t: Template, role: str) -> str:
 
 
 def _nfs(t: Template, role: str) -> tuple[list[dict[str, str]], list[list[str]]]:
-    """(files, commands) that share the head's /shared with the compute VMs."""
-    shared = shared_dir(t)
+    """(files, commands) that share the head's /shared and homes with the other VMs."""
+    dirs = exported(t)
     if role == "head":
         # root on a compute VM is nobody here (root_squash): nothing of cloudhpc's writes
         # /shared as root from a compute VM, and a VM's root must not own the cluster's files
-        export = f"{shared} {t.network.cidr}(rw,sync,no_subtree_check,root_squash)\n"
+        export = "".join(f"{d} {t.network.cidr}(rw,sync,no_subtree_check,root_squash)\n"
+                         for d in dirs)
         return ([{"path": EXPORTS_PATH, "permissions": "0644", "content": export}],
-                [["mkdir", "-p", shared], ["systemctl", "enable", "--now", "nfs-server"],
+                [["mkdir", "-p", *dirs], ["systemctl", "enable", "--now", "nfs-server"],
                  ["exportfs", "-ra"]])
-    # in fstab, mounted at every boot; the head may not serve it yet: the unit waits for it
-    line = f"{head_address(t)}:{shared} {shared} nfs vers=4.2,hard,_netdev,nofail 0 0"
-    return ([], [["mkdir", "-p", shared],
-                 ["sh", "-c", f"grep -qs ' {shared} ' /etc/fstab || echo '{line}' >> /etc/fstab"],
-                 ["systemctl", "daemon-reload"]])
+    # in fstab, mounted at every boot; the head may not serve them yet: the unit waits
+    commands: list[list[str]] = [["mkdir", "-p", *dirs]]
+    for d in dirs:
+        line = f"{head_address(t)}:{d} {d} nfs vers=4.2,hard,_netdev,nofail 0 0"
+        commands.append(["sh", "-c", f"grep -qs ' {d} ' /etc/fstab || echo '{line}' >> /etc/fstab"])
+    return ([], [*commands, ["systemctl", "daemon-reload"]])
 
 
 def cluster_config(t: Template, role: str, nodeset: str | None) -> dict[str, object]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -47,6 +48,24 @@ def _assigned(cdir: ClusterDir, nodeset: str | None, computer: str) -> str | Non
     except OSError:
         return None
     return name if nodeset and name.startswith(f"{nodeset}-") else None
+
+
+def adopt_admin_home(admin: str, homes: Path, system_homes: Path = Path("/home")) -> None:
+    """The cluster's homes (exported by the head, mounted by every other VM) are bound over
+    /home on every VM, which would hide the home Azure made for the admin user, and with it
+    the SSH key of the deployment: the head copies that home into the cluster's homes once
+    (the other VMs then see it over NFS; the admin has the same uid on every VM of the
+    image)."""
+    source, dest = system_homes / admin, homes / admin
+    if not source.is_dir() or source.is_symlink() or dest.exists():
+        return
+    tmp = homes / f".{admin}.adopting"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, symlinks=True)
+    st = source.stat()
+    os.chown(tmp, st.st_uid, st.st_gid)
+    os.chmod(tmp, st.st_mode & 0o7777)
+    os.rename(tmp, dest)
 
 
 def _this_node(plan: Plan, role: str, name: str, cdir: ClusterDir | None = None,
@@ -87,6 +106,8 @@ def prepare(config_path: Path, node_name: str | None = None) -> Path:
         # the deployment's storage account, through this VM's managed identity: no key
         BlobAccount.managed(config["storage_account"]).save(cdir.blob_account)
     bootstrap.write_cluster_files(plan, cdir, head=head)
+    if head:
+        adopt_admin_home(template.azure.admin_user, cdir.homes)
     if head:  # the head's API and reconciler find their cluster in the head's own store
         store = Store(home() / "state.db")
         if store.cluster(template.name) is None:
