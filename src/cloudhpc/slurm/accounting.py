@@ -33,13 +33,7 @@ DBD_PORT = 6819
 SOCKET_DIR = "/run/mysqld"
 SOCKET = f"{SOCKET_DIR}/mysqld.sock"
 DB_PORT = 3306
-# the least slurmdbd asks for (it logs "Database settings not recommended values" below);
-# a small first data file: a cluster's database is made in under a second
-MARIADB_OPTIONS = ["--innodb-log-file-size=64M", "--innodb-data-file-path=ibdata1:8M:autoextend",
-                   "--innodb-buffer-pool-size=128M", "--innodb-lock-wait-timeout=900",
-                   "--innodb-flush-log-at-trx-commit=2", "--innodb-file-per-table=OFF",
-                   "--skip-name-resolve",
-                   "--performance-schema=OFF"]
+MARIADB_OPTIONS = dbcache.MARIADB_OPTIONS
 
 
 def data_dir(cdir: ClusterDir) -> Path:
