@@ -78,8 +78,15 @@ def test_dashboard_shows_a_cluster_scaling_up_and_down(web_cluster: Cluster,
     expect(page.locator("[data-nodes-up=dyn]")).to_contain_text("dyn: 2 nodes up",
                                                                  timeout=60_000)
     page.screenshot(path=str(SHOTS / "03-scaled-up.png"), full_page=True)
-    expect(page.locator(f"[data-job='{job}'] td.state-completed")).to_have_count(
-        1, timeout=90_000)
+    try:
+        expect(page.locator(f"[data-job='{job}'] td.state-completed")).to_have_count(
+            1, timeout=90_000)
+    except AssertionError:  # what Slurm and the nodes said, for the report
+        page.screenshot(path=str(SHOTS / "03-not-completed.png"), full_page=True)
+        for log in sorted(web_cluster.dir.logs.glob("slurm*.log")) + sorted(
+                web_cluster.dir.root.glob("nodes/dyn-*/logs/*.log")):
+            print(f"== {log}\n" + "".join(log.read_text(errors="replace").splitlines(True)[-40:]))
+        raise
     expect(page.locator("[data-nodes-up=dyn]")).to_contain_text("dyn: 0 nodes up",
                                                                  timeout=90_000)
     expect(page.locator("#events")).to_contain_text("node_terminated")
