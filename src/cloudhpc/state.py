@@ -80,28 +80,20 @@ class _Connections(threading.local):
         key = str(path)
         if key in self.busy:  # a use within a use: its own connection
             return sqlite3.connect(path, timeout=30), False
-        try:
-            inode = os.stat(path).st_ino
-        except OSError:
-            inode = -1
-        found = self.open.get(key)
-        if found is not None and (found[1], found[2]) != (inode, os.getpid()):
-            if found[2] == os.getpid():
+        found = self.open.pop(key, None)
+        if found is not None and (found[1], found[2]) != (_inode(path), os.getpid()):
+            if found[2] == os.getpid():  # another process's is not this one's to close
                 found[0].close()
-            del self.open[key]
             found = None
         if found is None:
-            for other in [k for k in self.open if k not in self.busy][:-KEEP_OPEN + 1 or None]:
-                if self.open[other][2] == os.getpid():
-                    self.open[other][0].close()
-                del self.open[other]
+            idle = [k for k in self.open if k not in self.busy]  # least recently used first
+            for old in idle[:max(0, len(idle) - KEEP_OPEN + 1)]:
+                db, _, pid = self.open.pop(old)
+                if pid == os.getpid():
+                    db.close()
             db = sqlite3.connect(path, timeout=30)
-            try:
-                inode = os.stat(path).st_ino
-            except OSError:
-                return db, False
-            self.open[key] = (db, inode, os.getpid())
-            found = self.open[key]
+            found = (db, _inode(path), os.getpid())
+        self.open[key] = found
         self.busy.add(key)
         return found[0], True
 
@@ -112,15 +104,19 @@ class _Connections(threading.local):
 _CONNECTIONS = _Connections()
 
 
+def _inode(path: Path) -> int:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return -1
+
+
 class Store:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or home() / "state.db"
-        db = sqlite3.connect(self.path, timeout=30)
-        try:  # kept in the file: not asked again at each connection (a third of its cost)
-            db.execute("PRAGMA journal_mode=WAL")
-        finally:
-            db.close()
         with self.connect() as db:
+            # kept in the file: not asked again at each use (it was a third of a use's cost)
+            db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
             for table, column, decl in MIGRATIONS:
                 have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
