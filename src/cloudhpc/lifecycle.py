@@ -24,6 +24,7 @@ from cloudhpc.slurm.client import SlurmClient
 from cloudhpc.storage.account import PORT as BLOB_PORT
 
 API_PORT = 8443  # cloudhpc.api.server.PORT (not imported: it pulls in FastAPI)
+LISTEN_WAIT = 30.0  # seconds `up` waits for slurmctld to listen before it asks Slurm anyway
 
 Progress = Callable[[str, int, int], None]
 LOCAL_PROGRAMS = ["ip", "nsenter", "unshare", "setsid", "munged", "slurmctld", "slurmd",
@@ -93,7 +94,8 @@ def bring_up(plan: Plan, cdir: ClusterDir, backend: Backend, slurm: SlurmClient,
                     raise ProvisionError(step, errors[0].cause,
                                          hint="see the node's logs/ directory")
             else:
-                wait_idle(plan, slurm, timeout)
+                listening = bootstrap.ctld_listening(cdir) if plan.provider == "local" else None
+                wait_idle(plan, slurm, timeout, listening)
                 if plan.blob:
                     wait_port(plan.storage.address, BLOB_PORT, timeout, "the blob store")
                 wait_port(plan.head.address, API_PORT, timeout, "the head's API")
@@ -116,10 +118,18 @@ def bring_up(plan: Plan, cdir: ClusterDir, backend: Backend, slurm: SlurmClient,
         raise
 
 
-def wait_idle(plan: Plan, slurm: SlurmClient, timeout: float) -> None:
-    """Wait until Slurm reports every static compute node idle."""
+def wait_idle(plan: Plan, slurm: SlurmClient, timeout: float,
+              listening: Path | None = None) -> None:
+    """Wait until Slurm reports every static compute node idle. A Slurm client that finds
+    slurmctld not yet listening tries again only a second later: where LISTENING names the
+    file that appears once it listens (bootstrap.ctld_listening), the first query waits
+    for it (at most LISTEN_WAIT seconds; then it asks anyway)."""
     want = {n.name for n in plan.compute() if not n.dynamic}
     deadline = time.monotonic() + timeout
+    if listening is not None:
+        until = min(deadline, time.monotonic() + LISTEN_WAIT)
+        while not listening.exists() and time.monotonic() < until:
+            time.sleep(0.01)
     states: dict[str, str] = {}
     while time.monotonic() < deadline:
         try:

@@ -10,6 +10,7 @@ import pytest
 from cloudhpc.cluster import Cluster
 from cloudhpc.errors import JobError, NodeNotFound
 from cloudhpc.jobs.model import JobState
+from cloudhpc.node import bootstrap
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_static_nodes_idle(cluster: Cluster) -> None:
     states = {n.name: n.state for n in cluster.status()}
     assert states == {"head": "running", "storage": "running", "hpc-1": "idle", "hpc-2": "idle"}
+    # made once slurmctld listened: `up` and the nodes' slurmd waited for it
+    assert bootstrap.ctld_listening(cluster.dir).exists()
 
 
 def test_mpi_job_across_two_nodes(cluster: Cluster) -> None:

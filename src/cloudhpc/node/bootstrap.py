@@ -125,13 +125,48 @@ def _provider(cdir: ClusterDir) -> str:
         return "local"
 
 
+SLURMCTLD_PORT = 6817
+
+
+def ctld_listening(cdir: ClusterDir) -> Path:
+    """A file that exists while the head's slurmctld accepts connections (locally, every
+    node sees it)."""
+    return cdir.node("head") / "run" / "slurmctld.listening"
+
+
+def _mark_when_listening(marker: Path, seconds: int = 120) -> str:
+    """Shell text: a detached watcher that makes MARKER once slurmctld listens on its port,
+    read from this network namespace's socket table (a probe connection would be an error
+    in slurmctld's log)."""
+    m = shlex.quote(str(marker))
+    listening = f"grep -q ':{SLURMCTLD_PORT:04X} 00000000:0000 0A' /proc/net/tcp"
+    return (f"rm -f {m}; ( ( i=0; until {listening}; do [ $i -ge {seconds * 20} ] && exit; "
+            f"sleep 0.05; i=$((i+1)); done; : >{m} ) & ); ")
+
+
 def slurmctld_argv(cdir: ClusterDir, dbd: str | None = None) -> list[str]:
     """slurmctld, after FirstJobId is set above every id this cluster has issued (ids never
     go back after a crash: cloudhpc.slurm.jobids). With accounting (DBD: slurmdbd's
-    address), its first start waits for slurmdbd (accounting.wait_for_dbd)."""
+    address), its first start waits for slurmdbd (accounting.wait_for_dbd). Once it
+    listens, ctld_listening's file tells local nodes' slurmd to start (slurmd_argv)."""
     first = shlex.join([sys.executable, "-m", "cloudhpc.slurm.jobids", str(cdir.root)])
     wait = accounting.wait_for_dbd(cdir, dbd) if dbd else ""
-    return ["/bin/sh", "-c", f"{first}; {wait}exec slurmctld -D -i"]
+    mark = _mark_when_listening(ctld_listening(cdir))
+    return ["/bin/sh", "-c", f"{first}; {wait}{mark}exec slurmctld -D -i"]
+
+
+def slurmd_argv(node: NodeSpec, cdir: ClusterDir, local: bool) -> list[str]:
+    """slurmd. A slurmd that cannot reach slurmctld tries again once a second, so on a new
+    cluster, whose slurmctld first waits for slurmdbd, nodes registered up to a second after
+    slurmctld listened (`up` waited for it). A local node's slurmd starts once slurmctld
+    listens (at most 30 s later: then it retries as usual); an Azure VM's has no such file
+    and boots minutes after the head."""
+    argv = ["slurmd", "-D", "-N", node.name] + (["-b"] if node.dynamic else [])
+    if not local:
+        return argv
+    m = shlex.quote(str(ctld_listening(cdir)))
+    return ["/bin/sh", "-c", f"i=0; while [ ! -e {m} ] && [ $i -lt 600 ]; do sleep 0.05; "
+            f"i=$((i+1)); done; exec {shlex.join(argv)}"]
 
 
 def daemons(node: NodeSpec, cdir: ClusterDir) -> list[DaemonSpec]:
@@ -160,9 +195,9 @@ def daemons(node: NodeSpec, cdir: ClusterDir) -> list[DaemonSpec]:
                                                      str(cdir.root)]})
         return head
     if node.role is Role.COMPUTE:
-        argv = ["slurmd", "-D", "-N", node.name] + (["-b"] if node.dynamic else [])
-        slurmd: DaemonSpec = {"name": "slurmd", "argv": argv}
-        if _provider(cdir) == "local":
+        local = _provider(cdir) == "local"
+        slurmd: DaemonSpec = {"name": "slurmd", "argv": slurmd_argv(node, cdir, local)}
+        if local:
             slurmd["env"] = dict(LOCAL_HWLOC_ENV)
         return [munged, slurmd]
     if node.role is Role.STORAGE and cdir.blob_account.exists():
