@@ -2,13 +2,15 @@
 settings (memory included), run as an ordinary user on the head node of a real cluster:
 submitit gets its results back, sees a finished job as COMPLETED and a job that died
 without a result as FAILED (it reads sacct); dask-jobqueue starts its workers with sbatch
-and computes on them."""
+and computes on them; Parsl's SlurmProvider (its defaults: an exclusive node, memory per
+node) runs a Python and a Bash app on a compute node."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +66,44 @@ client.close()
 cluster.close()
 """
 
+PARSL = """\
+import os
+import sys
+
+import parsl
+from parsl.addresses import address_by_hostname
+from parsl.app.app import bash_app, python_app
+from parsl.config import Config
+from parsl.executors import HighThroughputExecutor
+from parsl.providers import SlurmProvider
+
+# as in an activated virtualenv: Parsl starts its interchange and workers from PATH
+venv = os.path.dirname(sys.executable)
+os.environ["PATH"] = venv + ":" + os.environ["PATH"]
+provider = SlurmProvider(nodes_per_block=1, init_blocks=1, max_blocks=1, mem_per_node=1,
+                         walltime="00:05:00", worker_init=f"export PATH={venv}:$PATH")
+parsl.load(Config(executors=[HighThroughputExecutor(
+    label="slurm", address=address_by_hostname(), max_workers_per_node=2,
+    provider=provider)], run_dir=os.path.expanduser("~/runinfo")))
+
+
+@python_app
+def where(x):
+    import socket
+    return socket.gethostname(), x * x
+
+
+@bash_app
+def hello(stdout="hello.out"):
+    return "echo hello from $(hostname)"
+
+
+print("APP", where(7).result(timeout=180), flush=True)
+hello().result(timeout=120)
+print("BASH", open("hello.out").read().strip(), flush=True)
+parsl.dfk().cleanup()
+"""
+
 
 @pytest.fixture(scope="module")
 def clients(home: Path) -> Iterator[Cluster]:
@@ -101,3 +141,20 @@ def test_dask_jobqueue_workers_compute(clients: Cluster) -> None:
     assert "--mem=" in out, out  # its default job script asks for memory
     assert "SUM 6" in out, out
     assert "WORKERS 2" in out, out
+
+
+def test_parsl_slurm_provider_runs_apps_on_a_compute_node(clients: Cluster) -> None:
+    out = run_as_user(clients, "with_parsl.py", PARSL)
+    assert "APP ('hpc-" in out and ", 49)" in out, out
+    assert "BASH hello from hpc-" in out, out
+    # its block asked for memory (mem_per_node) and a whole node, and Slurm gave both
+    # (slurmctld sends job records to slurmdbd as it can: they may come a moment later)
+    for _ in range(60):
+        rows = clients.exec_head(["sacct", "-u", USER, "-X", "-n", "-P", "-S", "now-1hour",
+                                  "-o", "JobName,ReqMem,AllocCPUS"]).stdout.splitlines()
+        blocks = [r.split("|") for r in rows if r.startswith("parsl")]
+        if blocks:
+            break
+        time.sleep(0.5)
+    whole = str(clients.plan.compute()[0].cpus)
+    assert blocks and blocks[0][1] == "1G" and blocks[0][2] == whole, rows
