@@ -5,6 +5,7 @@ that appear for it and go away after. Screenshots go to artifacts/dashboard/."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ def web_cluster(home: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.down()
+        subprocess.run(["userdel", "cht-webadm"], capture_output=True)  # its token's user
 
 
 @pytest.fixture()
