@@ -72,15 +72,17 @@ def test_the_api_speaks_https_with_the_clusters_own_certificate(sec: Sec) -> Non
     key = sec.cluster.dir.etc / "api.key"
     assert os.stat(key).st_mode & 0o777 == 0o600
     # token create prints the certificate's fingerprint; it matches what the server shows
-    res = subprocess.run([sys.executable, "-m", "cloudhpc.cli", "token", "create", "-c",
-                          sec.cluster.name, "--user", "cht-fp"], capture_output=True,
-                         text=True)
+    try:
+        res = subprocess.run([sys.executable, "-m", "cloudhpc.cli", "token", "create", "-c",
+                              sec.cluster.name, "--user", "cht-fp"], capture_output=True,
+                             text=True)
+    finally:
+        subprocess.run(["userdel", "cht-fp"], capture_output=True)
     assert res.returncode == 0, res.stderr
     host, port = sec.url.removeprefix("https://").split(":")
     pem = ssl.get_server_certificate((host, int(port)))
     fingerprint = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
     assert fingerprint in res.stdout.replace(":", "").lower()
-    subprocess.run(["userdel", "cht-fp"], capture_output=True)
 
 
 @pytest.mark.parametrize("arg", ["0", "-1", "--", "-5"])

@@ -97,3 +97,15 @@ def test_missing_program_names_package() -> None:
         require_programs(["sh", "no-such-prog"])
     assert "no-such-package" in str(info.value)
     assert "apt-get install -y no-such-package" in info.value.hint
+
+
+def test_output_keeps_colon_separated_text_as_it_is() -> None:
+    """Rich turned ":AB:" of a certificate fingerprint into an emoji (seen in CI: `token
+    create` printed a fingerprint a user could not paste back)."""
+    from cloudhpc.cli import output
+
+    text = "fingerprint 3F:AB:CD:AB:01 and :smile:"
+    for console in (output.out, output.err):
+        with console.capture() as captured:
+            console.print(text, highlight=False, soft_wrap=True)
+        assert captured.get().strip() == text

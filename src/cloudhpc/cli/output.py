@@ -13,8 +13,9 @@ from rich.table import Table
 
 from cloudhpc.errors import CloudHPCError, TemplateError
 
-out = Console()
-err = Console(stderr=True)
+# never emoji codes: a certificate fingerprint's ":AB:" (or a job name's ":cd:") is data
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 
 def emit_json(data: Any) -> None:
