@@ -59,7 +59,7 @@ def sweep() -> None:
 @pytest.fixture(scope="session")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("cloudhpc-home")
-    users_before = test_users()
+    users_before = cht_users()
     old = os.environ.get("CLOUDHPC_HOME")
     os.environ["CLOUDHPC_HOME"] = str(root)
     try:
@@ -79,13 +79,13 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                                             text=True).stdout.splitlines()
                 if ln.startswith(PREFIX)]
         assert not left, f"test namespaces left behind: {left}"
-        users = sorted(test_users() - users_before)
+        users = sorted(cht_users() - users_before)
         for user in users:
             subprocess.run(["userdel", user], capture_output=True)
         assert not users, f"test users left behind (now removed): {users}"
 
 
-def test_users() -> set[str]:
+def cht_users() -> set[str]:
     """This machine's users that tests make (every test user's name starts with cht-)."""
     return {line.split(":", 1)[0] for line in Path("/etc/passwd").read_text().splitlines()
             if line.startswith("cht-")}

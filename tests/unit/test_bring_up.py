@@ -16,12 +16,12 @@ import pytest
 from cloudhpc import lifecycle
 from cloudhpc.node import bootstrap
 from cloudhpc.paths import ClusterDir
-from cloudhpc.plan import make_plan
+from cloudhpc.plan import Plan, make_plan
 from cloudhpc.slurm.client import SlurmNode
 from cloudhpc.template import Template
 
 
-def plan():  # type: ignore[no-untyped-def]
+def plan() -> Plan:
     return make_plan(Template.model_validate({
         "version": 1, "name": "demo",
         "compute": [{"name": "hpc", "size": "Standard_D4s_v5", "min": 2, "max": 2}]}))
