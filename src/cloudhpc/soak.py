@@ -10,6 +10,7 @@ its own directory), so the ledger counts runs from the job's own directory and c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 
 from cloudhpc.cluster import Cluster
 from cloudhpc.errors import CloudHPCError
-from cloudhpc.jobs.model import JobState
+from cloudhpc.jobs.model import Job, JobState
 from cloudhpc.plan import Role
 from cloudhpc.runner import Runner
 
@@ -253,18 +254,10 @@ class Soak:
         ledger = Ledger(self.seed, self.minutes, [asdict(f) for f in faults],
                         self.attempts, len(self.jobs), self.attempts - len(self.jobs),
                         refusals=dict(self.refusals))
-        deadline = time.monotonic() + settle
+        finals = self._wait_for_ends(settle)
         markers = {j.marker for j in self.jobs}
         for job in self.jobs:
-            final = None
-            while time.monotonic() < deadline:
-                try:
-                    final = self.c.job(job.job_id)
-                except CloudHPCError:
-                    final = None
-                if final is not None and final.done:
-                    break
-                time.sleep(1)
+            final = finals.get(job.job_id)
             problem: dict[str, Any] = {"job": job.job_id, "marker": job.marker,
                                        "via": job.via, "staged": job.staged}
             if final is None or not final.done:
@@ -297,6 +290,24 @@ class Soak:
                                         "state": final.state.value, "ends": ends,
                                         "reason": final.reason})
         return ledger
+
+    def _wait_for_ends(self, settle: float) -> dict[int, Job | None]:
+        """Every accepted job's last known state, once all have ended or SETTLE seconds
+        have passed: every job gets the same time to end, however long asking takes."""
+        finals: dict[int, Job | None] = {j.job_id: None for j in self.jobs}
+        waiting = set(finals)
+        deadline = time.monotonic() + settle
+        while waiting:
+            for job_id in sorted(waiting):
+                with contextlib.suppress(CloudHPCError):  # keep what was seen last
+                    finals[job_id] = self.c.job(job_id)
+                found = finals[job_id]
+                if found is not None and found.done:
+                    waiting.discard(job_id)
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(1)
+        return finals
 
     def _ends(self, workdir: str, marker: str) -> int:
         host = self.c.dir.host_path(workdir) if workdir else None

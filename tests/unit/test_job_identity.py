@@ -5,6 +5,7 @@ and the wrapper that runs a job once."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from pathlib import Path
@@ -159,3 +160,49 @@ def test_simultaneous_launches_of_one_submission_run_it_once(tmp_path: Path) -> 
             for i in range(4)]
     assert [p.wait(timeout=60) for p in runs] == [0, 0, 0, 0]
     assert (tmp_path / "count").read_text() == "run\n"
+
+
+def test_a_run_slurm_kills_leaves_no_exit_code_and_runs_again(tmp_path: Path) -> None:
+    """Slurm ends a requeued job's run (its node declared lost) by signalling every process
+    of the job, one by one, deepest first (proctrack/linuxproc): under load the script can
+    be dead a moment before the wrapper gets its signal. Seen in the soak: the wrapper took
+    the killed script's 143 for the script's end, marked it, and the requeued job then
+    ended at once with 143 ("already ran to its end") instead of running again."""
+    import os
+    import signal
+
+    script = "#!/bin/bash\necho start >> count\nsleep 30\necho end >> count\n"
+    (tmp_path / "job.sh").write_text(script)
+    (tmp_path / "job.sh").chmod(0o755)
+    (tmp_path / "w.sh").write_text(wrapper.render("job.sh", script, str(tmp_path), None))
+    env = {"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "12"}
+    first = subprocess.Popen(["sh", str(tmp_path / "w.sh")], env=env,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "count").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    children = subprocess.run(["pgrep", "-s", str(first.pid)], capture_output=True,
+                              text=True).stdout.split()
+    for pid in sorted((int(p) for p in children if int(p) != first.pid), reverse=True):
+        os.kill(pid, signal.SIGTERM)  # the script and its sleep first ...
+    time.sleep(0.3)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(first.pid, signal.SIGTERM)  # ... the wrapper a moment later
+    first.wait(timeout=30)
+    assert "script" not in (tmp_path / ".cloudhpc" / "run.lock").read_text()
+    (tmp_path / "job.sh").write_text(script.replace("sleep 30", "true"))
+    again = _run_wrapper(tmp_path, "12", script.replace("sleep 30", "true"))
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "count").read_text() == "start\nstart\nend\n"
+
+
+def test_a_script_that_ends_by_a_signal_of_its_own_is_marked(tmp_path: Path) -> None:
+    """A script killed by a signal nobody sent the wrapper (here: it kills itself) ended:
+    its exit code is kept and a later launch does not run it again."""
+    script = "#!/bin/bash\necho run >> count\nkill -TERM $$\n"
+    first = _run_wrapper(tmp_path, "13", script)
+    assert first.returncode == 143
+    assert (tmp_path / ".cloudhpc" / "run.lock").read_text() == "script 143\nrc 143\n"
+    again = _run_wrapper(tmp_path, "13", script)
+    assert again.returncode == 143 and (tmp_path / "count").read_text() == "run\n"

@@ -30,6 +30,8 @@ WRAPPER = "cloudhpc-job.sh"
 # exit codes of the wrapper when staging, not the user's script, failed
 STAGE_IN_FAILED = 97
 STAGE_OUT_FAILED = 98
+# seconds a run whose script died of a signal waits for Slurm's signal to the wrapper
+SIGNAL_GRACE = 1
 
 
 # A job whose script ended well but one of whose srun steps failed (an MPI launch that
@@ -96,6 +98,12 @@ def render(script_name: str, script: str, workdir: str, stage: str | None) -> st
             '  echo "cloudhpc: the script already ran to its end; finishing what follows" >&2',
             "else",
             *first,
+            # a script ended by a signal may have been Slurm ending the job (a requeue, a
+            # cancel, a time limit): Slurm signals every process of the job one by one, and
+            # under load the wrapper's turn can come a moment after the script is dead. It
+            # gets a second to come: then the run ends unmarked (TERM trap) and a requeued
+            # launch runs the script again, as Slurm intends
+            f'  [ "$rc" -gt 128 ] && {{ sleep {SIGNAL_GRACE} 9>&- & wait $!; }}',
             # a builtin write, no process: the instant between the script's end and this
             # mark (where a lost node makes the script run again) stays well under 1 ms
             '  printf "script %s\\n" "$rc" >&9',
@@ -119,6 +127,8 @@ def render(script_name: str, script: str, workdir: str, stage: str | None) -> st
         "# held until this run ends: a later launch of the submission waits here while an",
         "# earlier run is alive (it is released when its holder dies)",
         'exec 9>>"$mark.lock" && flock 9 || exit 1',
+        "# Slurm ending this run (TERM, then KILL): no mark, whatever was running",
+        "trap 'exit 143' TERM",
         "# the marks of earlier runs (the last of each kind counts); builtins only",
         "script_rc= job_rc=",
         "while read -r what value; do",
