@@ -202,6 +202,28 @@ def test_a_failed_step_fails_the_job(acct: Cluster) -> None:
     assert fine.state is JobState.COMPLETED, (fine.state, fine.reason)
 
 
+def test_the_cluster_owns_the_tables_its_database_copy_came_with(acct: Cluster) -> None:
+    """A new cluster's database is the machine's copy, whose cluster tables were made for
+    a placeholder cluster: its MariaDB gave them, and the placeholder's rows, to this
+    cluster before slurmdbd started, and slurmdbd and sacct use them."""
+    from cloudhpc.slurm import dbcache
+
+    def sql(query: str) -> list[str]:
+        r = head(acct, "mariadb", "-N", "-e", f"USE slurm_acct_db; {query}")
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+
+    assert dbcache.cluster_tables(dbcache.cached("slurm_acct_db")), "no copy with tables"
+    assert sql("SELECT name FROM cluster_table") == ["t-acct"]
+    old = dbcache.PLACEHOLDER.replace("_", "\\_")
+    assert sql(f"SHOW TABLES LIKE '{old}%'") == []
+    assert sql(f"SELECT count(*) FROM txn_table WHERE name='{dbcache.PLACEHOLDER}' "
+               f"OR cluster='{dbcache.PLACEHOLDER}'") == ["0"]
+    assert "t-acct_job_table" in sql("SHOW TABLES")
+    listed = head(acct, "sacctmgr", "-n", "-P", "list", "cluster", "format=cluster,controlport")
+    assert listed.stdout.split() == ["t-acct|6817"], listed
+
+
 def test_kept_accounting_outlives_the_cluster(acct: Cluster, home: Path) -> None:
     job = acct.submit(script("#!/bin/bash\necho before\n"), wait=True, timeout=60)
     wait_sacct(acct, job.job_id, "COMPLETED")
@@ -228,6 +250,16 @@ def test_the_database_copy_for_new_clusters_has_slurmdbds_tables(
     tables = {p.stem for p in (made / "slurm_acct_db").glob("*.frm")}
     assert {"tres_table", "qos_table", "acct_table", "user_table", "cluster_table",
             "txn_table"} <= tables, tables
+    # and the tables of a cluster, made for a placeholder cluster by slurmdbd itself
+    # (`sacctmgr add cluster`), which a new cluster's MariaDB renames
+    listed = dbcache.cluster_tables(made)
+    assert f"{dbcache.PLACEHOLDER}_job_table" in listed and len(listed) >= 15, listed
+    assert set(listed) <= tables
+    # the making's network and mounts were its own
+    assert "cht-db" not in subprocess.run(["ip", "link"], capture_output=True,
+                                          text=True).stdout
+    assert subprocess.run(["findmnt", "-n", "-t", "tmpfs", "/run/munge"],
+                          capture_output=True).returncode != 0
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [made.name]
     assert dbcache.make("slurm_acct_db", [], []) == made  # made once
     assert dbcache.cached("other_db") != made

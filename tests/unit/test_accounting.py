@@ -62,6 +62,35 @@ def test_slurmdbd_conf_and_password_are_root_only(tmp_path: Path) -> None:
     assert len(password) >= 24
 
 
+def test_a_new_clusters_mariadb_renames_the_copys_placeholder_cluster(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the machine's database copy (its cluster tables made for a placeholder), the
+    SQL MariaDB runs at each start gives them to the cluster, after the user's password
+    (an error in the renames, in a database made otherwise, cannot keep that from it)."""
+    from cloudhpc.slurm import dbcache
+
+    monkeypatch.setattr(dbcache, "CACHE", tmp_path / "cache")
+    copy = dbcache.cached("slurm_acct_db")
+    copy.mkdir(parents=True)
+    ph = dbcache.PLACEHOLDER
+    (copy / dbcache.TABLES_FILE).write_text(f"{ph}_job_table\n{ph}_assoc_table\nstray\n")
+    cdir = ClusterDir(tmp_path / "clusters" / "demo")
+    cdir.slurm_etc.mkdir(parents=True)
+    accounting.write_files(make_plan(template()), cdir)
+    sql = (cdir.etc / "accounting-init.sql").read_text()
+    assert sql.index("IDENTIFIED BY") < sql.index("RENAME TABLE IF EXISTS")
+    assert f"`slurm_acct_db`.`{ph}_job_table` TO `slurm_acct_db`.`demo_job_table`" in sql
+    assert "stray" not in sql  # only the placeholder's tables
+    assert "cluster_table SET name='demo'" in sql and f"WHERE name='{ph}'" in sql
+    # a copy made before the placeholder (or none): nothing renamed
+    (copy / dbcache.TABLES_FILE).unlink()
+    accounting.write_files(make_plan(template()), cdir)
+    assert "RENAME" not in (cdir.etc / "accounting-init.sql").read_text()
+    # a template cannot name a cluster like the placeholder
+    assert any(i.level is Level.ERROR for i in validate_template(
+        template(name=ph), {}, []))
+
+
 def test_external_database_needs_a_root_only_password_file(tmp_path: Path) -> None:
     cdir = ClusterDir(tmp_path / "clusters" / "demo")
     cdir.slurm_etc.mkdir(parents=True)

@@ -101,7 +101,12 @@ def write_files(plan: Plan, cdir: ClusterDir) -> None:
         golden_dir(cdir).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         password = _password(cdir)
         host, port, user = "127.0.0.1", DB_PORT, "slurm"
-        write_secret(cdir.etc / "accounting-init.sql", init_sql(db.name, user, password))
+        # a new cluster's database is a copy of the machine's (dbcache): its placeholder
+        # cluster becomes this one before MariaDB listens
+        rename = dbcache.rename_sql(db.name, plan.cluster,
+                                    dbcache.cluster_tables(dbcache.cached(db.name)))
+        write_secret(cdir.etc / "accounting-init.sql",
+                     init_sql(db.name, user, password) + rename)
     else:
         host, port, user = db.host, db.port, db.user
         password = external_password(db.password_file)
