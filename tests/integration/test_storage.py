@@ -37,6 +37,12 @@ def test_blob_service_listens_on_cluster_network_with_generated_key(cluster: Clu
     assert "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq" not in account["key"]
     ss = cluster.exec("storage", ["ss", "-ltn"]).stdout
     assert "198.19.10.3:10000" in ss and "0.0.0.0:10000" not in ss
+    # `make install` bundled Azurite: it runs from the bundle, with V8's code cache
+    from cloudhpc.storage.azurite import BUNDLE, START
+
+    pid = (cluster.dir.node("storage") / "run" / "azurite.pid").read_text().strip()
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert [str(START).encode(), str(BUNDLE).encode()] == argv[1:3], argv
 
 
 def test_put_ls_get_rm_round_trip_with_checksums(cluster: Cluster, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cloudhpc.runner import Runner
 from cloudhpc.secretfile import write_secret
-from cloudhpc.storage.azurite import azurite_bin
+from cloudhpc.storage.azurite import azurite_command
 
 
 class BlobService:
@@ -83,7 +83,7 @@ class BlobService:
         self.stop()
         data = self.root / "data"
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
-        argv = [azurite_bin(), "--blobHost", self.address, "--blobPort", str(self.port),
+        argv = [*azurite_command(), "--blobHost", self.address, "--blobPort", str(self.port),
                 "--location", str(data), "--cert", str(self.cert), "--key", str(self.key),
                 "--oauth", "basic", "--disableTelemetry", "--skipApiVersionCheck", "--silent"]
         if os.environ.get("CLOUDHPC_AZURITE_DEBUG"):  # Azurite's own account of each request

@@ -23,6 +23,7 @@ its own password at every start.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -46,7 +47,7 @@ PROGRAMS = ("/usr/sbin/mariadbd", "/usr/sbin/slurmdbd")
 PLACEHOLDER = "cloudhpc_new"
 # in the copy's data directory (MariaDB ignores a file there): the placeholder's tables
 TABLES_FILE = "cloudhpc-cluster-tables"
-FORMAT = "c1"  # copies made before the placeholder cluster are not used
+FORMAT = "c2"  # copies made before the placeholder cluster (or with sys) are not used
 
 
 def _identity(path: str) -> str:
@@ -125,6 +126,9 @@ i=0
 until mariadb-admin --no-defaults --socket={w}/sock --silent ping >/dev/null 2>&1; do
   i=$((i + 1)); [ $i -lt 600 ] || exit 1; sleep 0.1
 done
+# MariaDB's sys schema (a hundred views nobody here reads): every file of the copy is made
+# anew on the path of a new cluster's first start
+mariadb --no-defaults --socket={w}/sock -e "DROP DATABASE IF EXISTS sys"
 cat >{w}/slurmdbd.conf <<CONF
 AuthType=auth/munge
 DbdHost=localhost
@@ -193,6 +197,9 @@ def make(database: str, install: list[str], serve: list[str],
         except OSError:  # made meanwhile by another
             if not target.is_dir():
                 raise
+        for old in CACHE.glob(f"*-{database}*"):  # copies of other programs or formats
+            if old != target and re.fullmatch(rf".*-{database}(-c\d+)?", old.name):
+                shutil.rmtree(old, ignore_errors=True)
         return target
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -11,7 +11,12 @@ from cloudhpc.node.spec import DaemonSpec
 from cloudhpc.storage.account import PORT, BlobAccount
 
 # the project's own npm install (package.json at the repository root)
-PROJECT_BIN = Path(__file__).resolve().parents[3] / "node_modules" / ".bin" / "azurite-blob"
+NODE_MODULES = Path(__file__).resolve().parents[3] / "node_modules"
+PROJECT_BIN = NODE_MODULES / ".bin" / "azurite-blob"
+# Azurite's blob service in one file (scripts/install.sh bundles it with esbuild), started
+# with V8's code cache by START: 1.0 s of CPU instead of 2.6 s (azurite_start.js)
+BUNDLE = NODE_MODULES / ".cloudhpc" / "azurite-blob.js"
+START = Path(__file__).with_name("azurite_start.js")
 
 DURABLE_PATCH = Path(__file__).with_name("azurite_durable.js")
 METADATA_DB = "__azurite_db_blob__.json"  # where Azurite saves blob metadata (LokiJS)
@@ -33,13 +38,22 @@ def azurite_bin() -> str:
     raise AzuriteMissingError()
 
 
+def azurite_command() -> list[str]:
+    """How to start Azurite's blob service: the bundle with its code cache if `make install`
+    made it (and CLOUDHPC_AZURITE names no other Azurite), else Azurite's own command."""
+    node = shutil.which("node")
+    if not os.environ.get("CLOUDHPC_AZURITE") and node and BUNDLE.is_file():
+        return [node, str(START), str(BUNDLE)]
+    return [azurite_bin()]
+
+
 def azurite_daemon(address: str, data_dir: Path, account: BlobAccount) -> DaemonSpec:
     """Supervisor spec: listens on the cluster network only, data under the state directory,
     the cluster's generated key instead of the well-known one, and no telemetry."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     return {
         "name": "azurite",
-        "argv": [azurite_bin(), "--blobHost", address, "--blobPort", str(PORT),
+        "argv": [*azurite_command(), "--blobHost", address, "--blobPort", str(PORT),
                  "--location", str(data_dir), "--disableTelemetry", "--skipApiVersionCheck",
                  "--loose", "--silent"],
         "env": {"AZURITE_ACCOUNTS": account.azurite_accounts,
