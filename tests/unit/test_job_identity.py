@@ -117,6 +117,20 @@ def test_wrapper_runs_again_when_the_first_run_died(tmp_path: Path) -> None:
     assert sorted(p.name for p in runs.iterdir()) == ["run.lock"]
 
 
+def _start_first_run(tmp_path: Path, script: str,
+                     env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A wrapper run in a session of its own, once its script has started (made 'count')."""
+    (tmp_path / "job.sh").write_text(script)
+    (tmp_path / "job.sh").chmod(0o755)
+    (tmp_path / "w.sh").write_text(wrapper.render("job.sh", script, str(tmp_path), None))
+    first = subprocess.Popen(["sh", str(tmp_path / "w.sh")], env=env,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "count").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return first
+
+
 def test_a_starved_first_run_is_alive_not_stale(tmp_path: Path) -> None:
     """A first run starved of CPU for 10 s (the soak's load; here: stopped) is still alive:
     a second launch waits for its end and does not run the script again. With the old
@@ -125,15 +139,8 @@ def test_a_starved_first_run_is_alive_not_stale(tmp_path: Path) -> None:
     import signal
 
     script = "#!/bin/bash\necho start >> count\nsleep 2\necho end >> count\n"
-    (tmp_path / "job.sh").write_text(script)
-    (tmp_path / "job.sh").chmod(0o755)
-    (tmp_path / "w.sh").write_text(wrapper.render("job.sh", script, str(tmp_path), None))
     env = {"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "10"}
-    first = subprocess.Popen(["sh", str(tmp_path / "w.sh")], env=env,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 10
-    while not (tmp_path / "count").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    first = _start_first_run(tmp_path, script, env)
     os.killpg(first.pid, signal.SIGSTOP)  # every process of the first run
     try:
         time.sleep(10)
@@ -172,15 +179,7 @@ def test_a_run_slurm_kills_leaves_no_exit_code_and_runs_again(tmp_path: Path) ->
     import signal
 
     script = "#!/bin/bash\necho start >> count\nsleep 30\necho end >> count\n"
-    (tmp_path / "job.sh").write_text(script)
-    (tmp_path / "job.sh").chmod(0o755)
-    (tmp_path / "w.sh").write_text(wrapper.render("job.sh", script, str(tmp_path), None))
-    env = {"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "12"}
-    first = subprocess.Popen(["sh", str(tmp_path / "w.sh")], env=env,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 10
-    while not (tmp_path / "count").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    first = _start_first_run(tmp_path, script, {"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "12"})
     time.sleep(0.2)
     children = subprocess.run(["pgrep", "-s", str(first.pid)], capture_output=True,
                               text=True).stdout.split()
