@@ -108,7 +108,7 @@ ip link set lo up
 ip link add cht-db0 type veth peer name cht-db1
 ip addr add 192.0.2.1/32 dev cht-db0
 ip link set cht-db1 up && ip link set cht-db0 up
-mount -t tmpfs -o mode=0755 tmpfs /run/munge
+mkdir -p /run/munge && mount -t tmpfs -o mode=0755 tmpfs /run/munge
 dd if=/dev/urandom of={w}/munge.key bs=1024 count=1 2>/dev/null && chmod 400 {w}/munge.key
 munged --key-file={w}/munge.key --pid-file={w}/munged.pid --seed-file={w}/munge.seed \\
   --log-file={w}/munged.log
