@@ -87,12 +87,13 @@ def bring_up(plan: Plan, cdir: ClusterDir, backend: Backend, slurm: SlurmClient,
             elif number == 1:
                 backend.create_network()
             elif number == 2:
-                backend.start_control_plane()
+                backend.start_control_plane()  # its Python starts while the nodes boot
             elif number == 3:
                 errors = backend.launch(plan.static_nodes())
                 if errors:
                     raise ProvisionError(step, errors[0].cause,
                                          hint="see the node's logs/ directory")
+                backend.wait_control_plane()
             else:
                 listening = bootstrap.ctld_listening(cdir) if plan.provider == "local" else None
                 wait_idle(plan, slurm, timeout, listening)

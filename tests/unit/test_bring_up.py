@@ -113,3 +113,64 @@ def test_the_watcher_gives_up_when_slurmctld_never_listens(tmp_path: Path) -> No
 
 def _watching(marker: Path) -> bool:
     return subprocess.run(["pgrep", "-f", str(marker)], capture_output=True).returncode == 0
+
+
+class RecordingBackend:
+    """What `up` asks of its backend, in order (a control plane that takes a while)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def create_network(self) -> None:
+        self.calls.append("network")
+
+    def start_control_plane(self) -> None:
+        self.calls.append("control plane started")
+
+    def wait_control_plane(self, timeout: float = 15.0) -> None:
+        self.calls.append("control plane ready")
+
+    def launch(self, nodes: object) -> list[object]:
+        self.calls.append("nodes booted")
+        return []
+
+
+def test_nodes_boot_while_the_control_plane_starts(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control plane's Python takes ~0.4 s to start; the local nodes do not need it to
+    boot (the head's reconciler asks it for nodes later), so `up` no longer waits for it
+    before booting them, only after."""
+    monkeypatch.setattr(bootstrap, "write_cluster_files", lambda plan, cdir: None)
+    monkeypatch.setattr(lifecycle, "wait_idle", lambda *a, **k: None)
+    monkeypatch.setattr(lifecycle, "wait_port", lambda *a, **k: None)
+    backend = RecordingBackend()
+    lifecycle.bring_up(plan(), ClusterDir(tmp_path), backend, None)  # type: ignore[arg-type]
+    assert backend.calls == ["network", "control plane started", "nodes booted",
+                             "control plane ready"]
+
+
+def test_the_api_listens_before_its_first_view_of_slurm(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """The API's view of the cluster is refreshed by its own thread from the start: the API
+    listens at once (during `up` its first refresh waited for slurmctld, ~0.7 s after the
+    nodes were idle), and a reader that comes before the first view waits for it."""
+    from cloudhpc.api import view as view_module
+
+    refreshed = threading.Event()
+    view = view_module.ClusterView(None)  # type: ignore[arg-type]
+
+    def slow_refresh() -> None:
+        time.sleep(0.5)  # the worker starting, slurmctld not answering yet
+        view.snapshot = view_module.Snapshot(taken=123.0)
+        refreshed.set()
+
+    monkeypatch.setattr(view, "refresh", slow_refresh)
+    monkeypatch.setattr(view, "_sample", lambda: None)
+    began = time.monotonic()
+    view.start()
+    try:
+        assert time.monotonic() - began < 0.4 and not refreshed.is_set()
+        assert view.snapshot.taken == 123.0  # waited for the first view
+        assert refreshed.is_set()
+    finally:
+        view.stop()

@@ -28,6 +28,7 @@ from cloudhpc.jobs.model import Job, from_keyvalues
 
 SAMPLES = 1800  # 1 h at one sample every 2 s
 HISTORY = 20000  # finished jobs kept in the view
+FIRST_WAIT = 60.0  # seconds a reader waits for the first view at the API's start
 
 
 # (user, state, done, uid) of a job: a plain tuple, because the snapshot crosses from the
@@ -160,7 +161,8 @@ class ClusterView:
         self.interval = interval
         self.idle_interval = idle_interval  # nobody asked for 30 s: refresh less often
         self.last_read = 0.0
-        self.snapshot = Snapshot()
+        self._snapshot = Snapshot()
+        self._first = threading.Event()  # set by the first refresh
         self.samples: deque[dict[str, Any]] = deque(maxlen=SAMPLES)
         self.events: deque[dict[str, Any]] = deque(maxlen=5000)
         self._events_offset = 0
@@ -170,9 +172,23 @@ class ClusterView:
         self._pool: ProcessPoolExecutor | None = None
         self.durations: deque[float] = deque(maxlen=5)  # of the last refreshes
 
+    @property
+    def snapshot(self) -> Snapshot:
+        """The last view of the cluster; until the first refresh, which the view's thread
+        makes at the API's start, readers wait for it (at most FIRST_WAIT seconds)."""
+        self._first.wait(FIRST_WAIT)
+        return self._snapshot
+
+    @snapshot.setter
+    def snapshot(self, snap: Snapshot) -> None:
+        self._snapshot = snap
+        self._first.set()
+
     def start(self) -> None:
+        """The first refresh is the view's thread's: the API listens at once, while it
+        waits for its worker to start and for slurmctld (during `up`, a second or more
+        after the API could listen)."""
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        self.refresh()
         self._thread.start()
 
     def stop(self) -> None:
@@ -225,11 +241,11 @@ class ClusterView:
                                          self.cluster.name, self.cluster.on_head
                                          ).result(timeout=300)
         except Exception as exc:  # noqa: BLE001 - keep serving the last view, say why
-            snap = dataclasses.replace(self.snapshot, slurm_ok=False,
+            snap = dataclasses.replace(self._snapshot, slurm_ok=False,
                                        error=f"view refresh failed: {exc}")
         if not snap.slurm_ok and not snap.nodes:
-            snap = dataclasses.replace(snap, nodes=self.snapshot.nodes,
-                                       nodes_json=self.snapshot.nodes_json)
+            snap = dataclasses.replace(snap, nodes=self._snapshot.nodes,
+                                       nodes_json=self._snapshot.nodes_json)
         self.snapshot = snap
 
     def _sample(self) -> None:

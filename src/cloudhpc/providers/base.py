@@ -78,7 +78,12 @@ class Backend(Provider, Protocol):
     def delete_network(self) -> None: ...
 
     def start_control_plane(self) -> None:
-        """Start the service through which the head asks for nodes (idempotent)."""
+        """Start the service through which the head asks for nodes (idempotent); it may
+        still be starting when this returns (nodes boot meanwhile)."""
+        ...
+
+    def wait_control_plane(self, timeout: float = 15.0) -> None:
+        """Return once the control plane serves; ProvisionError if it does not in time."""
         ...
 
     def stop_control_plane(self) -> None: ...

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from cloudhpc.errors import NodeNotFound, ProvisionError
 from cloudhpc.node import bootstrap
 from cloudhpc.paths import ClusterDir
-from cloudhpc.plan import NodeSpec, Plan
+from cloudhpc.plan import NodeSpec, Plan, Role
 from cloudhpc.providers.base import NodeInfo, NodeState, ProviderError
 from cloudhpc.providers.local import processes
 from cloudhpc.providers.local.network import NETNS_DIR, Network, netns_name
@@ -43,7 +43,7 @@ class LocalBackend:
         self.net.delete_bridge(self.plan)
 
     # -- the control plane (this provider's API, which the head node calls) -------------
-    def start_control_plane(self, timeout: float = 15.0) -> None:
+    def start_control_plane(self) -> None:
         run = self.cdir.control / "run"
         if processes.alive(processes.read_pid(run / "supervisor.pid") or -1):
             return
@@ -54,6 +54,9 @@ class LocalBackend:
         (self.cdir.control / "logs").mkdir(parents=True, exist_ok=True)
         processes.start_supervisor(self.runner, None, bootstrap.supervisor_argv(path),
                                    self.cdir.control / "logs" / "supervisor.log")
+
+    def wait_control_plane(self, timeout: float = 15.0) -> None:
+        run = self.cdir.control / "run"
         deadline = time.monotonic() + timeout
         while not (run / "ready").exists():
             if time.monotonic() > deadline:
@@ -79,20 +82,27 @@ class LocalBackend:
         # half-made (an interrupted launch) or dead nodes are removed first, then made anew
         self.terminate([n.name for n in todo if current[n.name].state is not NodeState.ABSENT])
         bootstrap.ensure_mount_points()
-        self.net.attach(self.plan, todo)
-        for node in todo:
-            ndir = self.cdir.node(node.name)
-            self._fresh(node)
-            spec = bootstrap.write_node_spec(node, self.cdir)
-            processes.start_supervisor(self.runner, netns_name(self.plan, node.name),
-                                       bootstrap.supervisor_argv(spec),
-                                       ndir / "logs" / "supervisor.log",
-                                       pid_namespace=bootstrap.own_pids(node))
+        # the head boots first: its database, slurmdbd and slurmctld are the longest way to
+        # a ready cluster, and the other nodes' slurmd wait for slurmctld anyway
+        first = [n for n in todo if n.role is Role.HEAD]
+        for group in (first, [n for n in todo if n not in first]):
+            self.net.attach(self.plan, group)
+            for node in group:
+                self._boot(node)
         errors = self._wait_ready(todo)
         if errors:
             self.terminate([n for e in errors for n in e.nodes])
         self._errors += errors
         return errors
+
+    def _boot(self, node: NodeSpec) -> None:
+        ndir = self.cdir.node(node.name)
+        self._fresh(node)
+        spec = bootstrap.write_node_spec(node, self.cdir)
+        processes.start_supervisor(self.runner, netns_name(self.plan, node.name),
+                                   bootstrap.supervisor_argv(spec),
+                                   ndir / "logs" / "supervisor.log",
+                                   pid_namespace=bootstrap.own_pids(node))
 
     def _fresh(self, node: NodeSpec) -> None:
         """A node made again is a new machine, as a new VM is: a new slurmd spool (the old
