@@ -31,6 +31,7 @@ from cloudhpc.providers.base import Backend, NodeState
 from cloudhpc.report import DEFAULT_SINCE, By, ReportError, since_time, until_time
 from cloudhpc.report import report as make_report
 from cloudhpc.runner import BASE_PATH, Result, Runner
+from cloudhpc.slurm import accounting
 from cloudhpc.slurm.accounting import Associations
 from cloudhpc.slurm.client import SlurmClient
 from cloudhpc.state import ClusterRecord, Store
@@ -175,6 +176,8 @@ class Cluster:
                     store.set_status(template.name, "failed")
                 raise
             store.set_status(template.name, "running")
+            if cluster.plan.provider == "local":
+                accounting.make_spare(cluster.dir)  # the next new cluster's database
             return cluster
 
     def down(self) -> None:
