@@ -16,13 +16,13 @@ import os
 import secrets
 import shlex
 import shutil
-import subprocess
 from pathlib import Path
 
 from cloudhpc.errors import CloudHPCError, CommandError
 from cloudhpc.node.spec import DaemonSpec
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import Plan
+from cloudhpc.runner import Runner
 from cloudhpc.secretfile import write_secret
 from cloudhpc.slurm import dbcache, jobids
 from cloudhpc.slurm.client import SlurmClient
@@ -75,11 +75,10 @@ def make_spare(cdir: ClusterDir) -> None:
     spare.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     q = shlex.quote
     tmp = q(f"{spare}.making.") + "$$"
-    subprocess.Popen(["nice", "-n", "19", "sh", "-c",
-                      f"cp -a --sparse=always {q(str(gold))} {tmp} && "
-                      f"mv -T {tmp} {q(str(spare))} 2>/dev/null; rm -rf {tmp}"],
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True)
+    Runner().start(["nice", "-n", "19", "sh", "-c",
+                    f"cp -a --sparse=always {q(str(gold))} {tmp} && "
+                    f"mv -T {tmp} {q(str(spare))} 2>/dev/null; rm -rf {tmp}"],
+                   spare.parent / "spare.log")
 
 
 def kept_dir(home: Path, cluster: str) -> Path:
