@@ -49,13 +49,18 @@ def golden_dir(cdir: ClusterDir) -> Path:
         key = f"{st.st_size}-{int(st.st_mtime)}"
     except OSError:
         key = "none"
-    return cdir.root.parent.parent / "cache" / f"mariadb-{key}"
+    return _home_cache(cdir) / f"mariadb-{key}"
+
+
+def _home_cache(cdir: ClusterDir) -> Path:
+    """The cache beside the clusters' directories (CLOUDHPC_HOME/cache)."""
+    return cdir.root.parent.parent / "cache"
 
 
 def spare_dir(cdir: ClusterDir, gold: Path) -> Path:
     """A copy of GOLD made ahead for the next new cluster, beside the clusters' directories
     (the same file system: taking it is a rename)."""
-    return cdir.root.parent.parent / "cache" / f"spare-{gold.name}"
+    return _home_cache(cdir) / f"spare-{gold.name}"
 
 
 def make_spare(cdir: ClusterDir) -> None:
