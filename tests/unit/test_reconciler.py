@@ -17,7 +17,7 @@ from cloudhpc.autoscale.protocol import LaunchReply, NodeReply, TerminateReply
 from cloudhpc.autoscale.reconciler import Reconciler
 from cloudhpc.events import EventLog
 from cloudhpc.jobs.submissions import Submission
-from cloudhpc.slurm.client import Drained, PendingJob, SlurmNode
+from cloudhpc.slurm.client import PendingJob, SlurmNode
 from cloudhpc.slurm.jobcomp import FinishedJobs
 
 # -- job rules ------------------------------------------------------------------------------
@@ -43,26 +43,29 @@ def test_lost_jobs(submitted: list[Submitted], in_slurm: dict[str, list[tuple[in
     assert [s.sub for s in jobrules.lost_jobs(submitted, in_slurm, finished)] == lost
 
 
-@pytest.mark.parametrize(("pending", "recovering", "released"), [
-    (PendingJob(5, "BeginTime", 1), False, [Release(5, False, "BeginTime")]),  # requeued
-    (PendingJob(5, "BeginTime", 0), False, []),       # a user's --begin: left alone
-    (PendingJob(5, "Resources", 2), False, []),       # waits for nodes: Slurm's business
-    (PendingJob(5, "launch failed requeued held", 1), True,
-     [Release(5, True, "launch failed requeued held")]),  # a crash's duplicate launch
-    (PendingJob(5, "launch failed requeued held", 1), False, []),  # outside the window
-])
-def test_jobs_to_release(pending: PendingJob, recovering: bool,
-                         released: list[Release]) -> None:
-    assert jobrules.jobs_to_release([pending], recovering) == released
+HELD = "launch failed requeued held"
 
 
-@pytest.mark.parametrize(("reason", "recovering", "resumed"), [
-    ("Duplicate jobid", True, True),
-    ("Duplicate jobid", False, False),
-    ("admin: broken disk", True, False),
+@pytest.mark.parametrize(("pending", "released"), [
+    (PendingJob(5, "BeginTime", 1), [Release(5, False, "BeginTime")]),  # requeued
+    (PendingJob(5, "BeginTime", 0), []),       # a user's --begin: left alone
+    (PendingJob(5, "Resources", 2), []),       # waits for nodes: Slurm's business
+    (PendingJob(5, HELD, 1), [Release(5, True, HELD)]),  # a stale launch met its run
+    (PendingJob(5, HELD, 4), [Release(5, True, HELD)]),
+    (PendingJob(5, HELD, 5), []),              # its launch fails every time: stays held
+    (PendingJob(5, "job requeued in held state", 1), []),  # an admin's requeuehold
 ])
-def test_nodes_to_resume(reason: str, recovering: bool, resumed: bool) -> None:
-    out = jobrules.nodes_to_resume([Drained("n-1", reason)], recovering)
+def test_jobs_to_release(pending: PendingJob, released: list[Release]) -> None:
+    assert jobrules.jobs_to_release([pending]) == released
+
+
+@pytest.mark.parametrize(("flags", "reason", "resumed"), [
+    ({"DRAIN"}, "Duplicate jobid", True),
+    ({"DRAIN"}, "admin: broken disk", False),
+    (set(), "Duplicate jobid", False),         # resumed already, the reason kept
+])
+def test_nodes_to_resume(flags: set[str], reason: str, resumed: bool) -> None:
+    out = jobrules.nodes_to_resume([SlurmNode("n-1", "idle", frozenset(flags), reason)])
     assert bool(out) is resumed
 
 
@@ -105,9 +108,6 @@ class FakeSlurm:
             raise RuntimeError("squeue: slurm_load_jobs error: Unable to contact slurm "
                                "controller")
         return self.pending_jobs
-
-    def drained(self) -> list[Drained]:
-        return []
 
     def jobs_on(self, node: str) -> list[int]:
         return [7]
@@ -276,3 +276,23 @@ def test_tick_reflects_jobs_from_the_record_of_finished_jobs(tmp_path: Path) -> 
                                                                       "NodeFail")]
     assert kinds(events) == ["job_started", "job_ended"]
     assert json.loads(json.dumps(ended[0]))["nodes"] == "hpc-1"
+
+
+def test_a_stale_launch_outside_any_crash_is_undone(tmp_path: Path) -> None:
+    """CI's soak, job 103: slurmd restarted while slurmctld launched the job to it; the
+    job was requeued and ran on the same node, then slurmctld's retry of the first launch
+    reached it. slurmd refused the second copy and had Slurm requeue the running job held
+    ('launch failed requeued held'), and slurmctld drained the node ('Duplicate jobid').
+    No slurmctld crash: the job stayed pending forever though it had run. The wrapper makes
+    a release safe (a run that ended is not run again), and the node is healthy."""
+    rec, slurm, control, events = reconciler(tmp_path, ["10"])
+    slurm.node_list = [SlurmNode("hpc-1", "idle", frozenset({"DRAIN"}), "Duplicate jobid"),
+                       SlurmNode("burst-1", "idle", frozenset({"DRAIN"}), "admin: disk")]
+    control.state = {"hpc-1": NodeReply(state="running", nodeset="hpc", detail="", age=9.0)}
+    slurm.pending_jobs = [PendingJob(103, "launch failed requeued held", 1)]
+    rec.tick()
+    assert ("release", 103) in slurm.calls and ("start_now", 103) in slurm.calls
+    assert ("update", "hpc-1", "state=resume") in slurm.calls
+    assert not [c for c in slurm.calls if c[:2] == ("update", "burst-1")]  # an admin's
+    assert [e["job"] for e in events.read(kinds={"job_released"})] == [103]
+    assert [e["node"] for e in events.read(kinds={"node_resumed"})] == ["hpc-1"]

@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from cloudhpc.slurm.client import Drained, PendingJob
+from cloudhpc.slurm.client import PendingJob, SlurmNode
 
-RECOVERY_WINDOW = 300.0  # seconds after a slurmctld restart in which crash rules apply
 DUPLICATE = "Duplicate jobid"
 LAUNCH_HELD = "launch failed requeued held"
+# a job held after a failed launch is released while Slurm has restarted it fewer times
+# than this: a launch that fails every time then stays held, with Slurm's reason
+LAUNCH_RESTARTS = 5
 
 
 @dataclass(frozen=True)
@@ -55,32 +57,35 @@ def lost_jobs(submitted: Iterable[Submitted], in_slurm: dict[str, list[tuple[int
     return out
 
 
-def jobs_to_release(pending: Sequence[PendingJob], recovering: bool) -> list[Release]:
+def jobs_to_release(pending: Sequence[PendingJob]) -> list[Release]:
     """Requeued jobs to let run now.
 
     Slurm requeues a job whose node failed (down, or never powered up) with a begin time
     minutes away; cloudhpc has already replaced or taken out that node, so the job may run
     now. Its restart count tells it from a job a user gave --begin (no restarts).
 
-    Within the recovery window after a slurmctld crash, a job started in the seconds before
-    the crash comes back pending while its first run goes on; the relaunch meets that run
-    and Slurm holds the job ('launch failed requeued held'): it is released, and runs again
-    once the first run is over."""
+    A launch that meets a run of the same job on its node is refused, and slurmd has Slurm
+    requeue the job held ('launch failed requeued held'), the run going on or not. It
+    happens when slurmctld relaunches a job after a crash while its first run goes on, and
+    when a retry of a launch to a node whose slurmd restarted arrives after the job was
+    requeued and started there again. The job is released: its wrapper waits for a run
+    still going on and does not run again a script that ended (cloudhpc.jobs.wrapper), so
+    the job ends with its one run's exit code. A job restarted LAUNCH_RESTARTS times stays
+    held: its launch fails for another reason."""
     out = []
     for job in pending:
-        if recovering and job.reason.startswith(LAUNCH_HELD):
+        if job.reason.startswith(LAUNCH_HELD) and job.restarts < LAUNCH_RESTARTS:
             out.append(Release(job.job_id, True, job.reason))
         elif job.reason == "BeginTime" and job.restarts > 0:
             out.append(Release(job.job_id, False, job.reason))
     return out
 
 
-def nodes_to_resume(drained: Sequence[Drained], recovering: bool) -> list[Drained]:
-    """Within the recovery window, a node drained because a crash made Slurm launch a job
-    twice ('Duplicate jobid') is healthy: resume it. Any other drain is an admin's."""
-    if not recovering:
-        return []
-    return [d for d in drained if d.reason.startswith(DUPLICATE)]
+def nodes_to_resume(nodes: Sequence[SlurmNode]) -> list[SlurmNode]:
+    """A node slurmctld drained because a launch met a run of the same job there
+    ('Duplicate jobid', see jobs_to_release) is healthy: slurmd refused the second copy.
+    Any other drain is an admin's or another rule's."""
+    return [n for n in nodes if "DRAIN" in n.flags and n.reason.startswith(DUPLICATE)]
 
 
 @dataclass(frozen=True)

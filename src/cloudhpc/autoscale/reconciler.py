@@ -86,7 +86,6 @@ class Reconciler:
                 self.ctld_pid = seen.read_text().strip() or None
             except OSError:
                 self.ctld_pid = None
-        self.recovering_until = 0.0
         self.settling: dict[str, float] = {}  # replaced node -> when it may take jobs
 
     @classmethod
@@ -144,6 +143,11 @@ class Reconciler:
                     for name, info in self.control.nodes().items()}
         slurm = {n.name: n for n in self.slurm.nodes(self.clock.time())}
         self.reflect_nodes(slurm)
+        for node in jobrules.nodes_to_resume(list(slurm.values())):
+            if self.slurm.update_node(node.name, "state=resume"):
+                self.events.emit(EventKind.NODE_RESUMED, node=node.name, cause=node.reason)
+                slurm[node.name] = dataclasses.replace(
+                    node, flags=node.flags - {"DRAIN"}, reason="")
         actions = decide(slurm, provider, self.dynamic, COOLDOWN)
         for action in actions:
             self._step(f"{action.act.value} {action.node}", functools.partial(self.act, action))
@@ -200,7 +204,6 @@ class Reconciler:
             self._saw(pid)
             return
         now = self.clock.time()
-        self.recovering_until = now + jobrules.RECOVERY_WINDOW
         in_slurm = self._in_slurm()
         if in_slurm is None:
             return  # not marked seen: tried again at the next tick
@@ -246,12 +249,7 @@ class Reconciler:
                 del self.settling[node]
 
     def release_requeued(self) -> None:
-        recovering = self.clock.time() < self.recovering_until
-        if recovering:
-            for node in jobrules.nodes_to_resume(self.slurm.drained(), recovering):
-                self.slurm.update_node(node.node, "state=resume")
-                self.events.emit(EventKind.NODE_RESUMED, node=node.node, cause=node.reason)
-        for release in jobrules.jobs_to_release(self.slurm.pending(), recovering):
+        for release in jobrules.jobs_to_release(self.slurm.pending()):
             if release.unhold:
                 self.slurm.release(release.job_id)
             self.slurm.start_now(release.job_id)

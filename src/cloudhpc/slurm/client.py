@@ -10,7 +10,7 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cloudhpc.errors import CommandError, JobError
@@ -57,11 +57,6 @@ class PendingJob:
     reason: str
     restarts: int
 
-
-@dataclass(frozen=True)
-class Drained:
-    node: str
-    reason: str = field(default="")
 
 # The queue as `squeue -O` prints it. Job names (and output paths, work directories) are any
 # text a user likes, newlines and separators included: parsing by line or by separator let
@@ -280,15 +275,6 @@ class SlurmClient:
         """`scontrol update nodename=NODE SETTINGS...`; False if Slurm refused."""
         return self.exec_head(["scontrol", "update", f"nodename={node}", *settings],
                               check=False).returncode == 0
-
-    def drained(self) -> list[Drained]:
-        """Drained nodes and their reasons."""
-        rows = self.exec_head(["sinfo", "-h", "-N", "-t", "drain", "-o", "%N\x1f%E"]).stdout
-        out = []
-        for row in rows.splitlines():
-            node, _, reason = row.partition("\x1f")
-            out.append(Drained(node, reason))
-        return out
 
     def take_out(self, node: str, reason: str) -> None:
         """Take a node that cannot serve out of Slurm: down (its jobs are requeued), powered
