@@ -11,6 +11,7 @@ from cloudhpc.cluster import Cluster
 from cloudhpc.errors import JobError, NodeNotFound
 from cloudhpc.jobs.model import JobState
 from cloudhpc.node import bootstrap
+from cloudhpc.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,3 +105,22 @@ def test_finished_job_reports_node_seconds_and_cost(cluster: Cluster, tmp_path: 
         assert job.node_seconds in (2 * seconds, 2 * int(elapsed.split("|")[0]))
     assert seconds >= 1 and job.node_seconds >= 2
     assert job.cost_usd == pytest.approx(job.node_seconds * 0.192 / 3600, rel=1e-3)  # D4s_v5
+
+
+def test_slurm_messages_are_not_held_for_delayed_acks(cluster: Cluster) -> None:
+    """Slurm writes a message's length, then its body: with Nagle's algorithm the body
+    waits for the ACK of the length, which Linux delays by 40 ms, so a request and its
+    reply between slurmctld and slurmdbd took ~90 ms (eight of them at slurmctld's start).
+    Every route of the cluster's traffic, inside each node and on the host's bridge, ACKs
+    at once."""
+    for node in ("head", "hpc-1"):
+        ns = f"{cluster.plan.cluster}-{node}"
+        spec = cluster.plan.node(node)
+        assert spec is not None
+        addr = spec.address
+        routes = {line.split(" dev ")[0]: line for line in Runner().run(
+            ["ip", "-n", ns, "route", "show", "table", "all"]).stdout.splitlines()}
+        for dst in (f"local {addr}", "local 127.0.0.0/8", cluster.plan.cidr):
+            assert "quickack 1" in routes.get(dst, ""), (node, dst, routes)
+    host = Runner().run(["ip", "route", "show", cluster.plan.cidr]).stdout
+    assert "quickack 1" in host, host

@@ -88,9 +88,13 @@ def rename_sql(database: str, cluster: str, tables: list[str]) -> str:
             f"WHERE name='{old}';\n"
             f"UPDATE {db}.txn_table SET cluster='{cluster}', timestamp=UNIX_TIMESTAMP() "
             f"WHERE cluster='{old}';\n"
-            # slurmdbd's record of each table's layout (so its start checks no more)
+            # slurmdbd's record of each table's layout: the table's name and the ALTER that
+            # made it, which names the table too (slurmdbd finds a table's record by the
+            # ALTER it would run: a record under the old name makes it alter every table)
             f"UPDATE {db}.table_defs_table SET table_name=REPLACE(table_name, "
-            f"'\"{old}_', '\"{cluster}_') WHERE table_name LIKE '\"{old}\\_%';\n")
+            f"'\"{old}_', '\"{cluster}_'), definition=REPLACE(definition, "
+            f"'alter table \"{old}_', 'alter table \"{cluster}_') "
+            f"WHERE table_name LIKE '\"{old}\\_%';\n")
 
 
 def script(work: Path, database: str, install: list[str], serve: list[str]) -> str:

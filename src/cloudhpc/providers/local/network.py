@@ -1,4 +1,11 @@
-"""Per-cluster Linux bridge and one veth pair per node, through `ip` (batched)."""
+"""Per-cluster Linux bridge and one veth pair per node, through `ip` (batched).
+
+Every route a cluster's traffic takes carries `quickack`: Slurm sends each message as two
+writes (its length, then its body), so with Nagle's algorithm the body waits for the ACK of
+the length, which the receiver delays by 40 ms; a request and its reply cost ~80 ms (a
+length-then-body exchange in a node's namespace: 84 ms, 0.2 ms with quickack). slurmctld's
+start asks slurmdbd eight things one after another on one connection, and every job's
+records go that way."""
 
 from __future__ import annotations
 
@@ -33,7 +40,9 @@ class Network:
             self.runner.run(["ip", "link", "add", br, "mtu", str(plan.mtu), "type", "bridge"])
         self.runner.run(["ip", "-batch", "-"], input=(
             f"addr replace {plan.gateway}/{plan.prefixlen} dev {br}\n"
-            f"link set {br} up\n"))
+            f"link set {br} up\n"
+            f"route replace {plan.cidr} dev {br} proto kernel scope link src {plan.gateway} "
+            "quickack 1\n"))
 
     def delete_bridge(self, plan: Plan) -> None:
         if link_exists(plan.bridge):
@@ -59,10 +68,17 @@ class Network:
             self.runner.run(["ip", "-batch", "-"], input="\n".join(host_cmds) + "\n")
         for node in todo:
             ns = netns_name(plan, node.name)
+            addr = node.address
             self.runner.run(["ip", "-n", ns, "-batch", "-"], input=(
                 "link set lo up\n"
-                f"addr add {node.address}/{plan.prefixlen} dev eth0\n"
-                "link set eth0 up\n"))
+                f"addr add {addr}/{plan.prefixlen} dev eth0\n"
+                "link set eth0 up\n"
+                f"route replace {plan.cidr} dev eth0 proto kernel scope link src {addr} "
+                "quickack 1\n"
+                f"route replace local {addr} dev eth0 table local proto kernel scope host "
+                f"src {addr} quickack 1\n"
+                "route replace local 127.0.0.0/8 dev lo table local proto kernel scope host "
+                "src 127.0.0.1 quickack 1\n"))
 
     def detach(self, plan: Plan, nodes: list[NodeSpec]) -> None:
         """Delete veths explicitly (a deleted namespace can leave them for a moment) and the
