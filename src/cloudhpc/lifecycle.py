@@ -16,14 +16,13 @@ from pathlib import Path
 from cloudhpc.errors import CloudHPCError, NotRootError, ProvisionError
 from cloudhpc.node import bootstrap
 from cloudhpc.paths import ClusterDir, home
-from cloudhpc.plan import Plan
+from cloudhpc.plan import API_PORT, Plan
 from cloudhpc.providers.base import Backend
 from cloudhpc.runner import require_programs
 from cloudhpc.slurm import accounting
 from cloudhpc.slurm.client import SlurmClient
 from cloudhpc.storage.account import PORT as BLOB_PORT
 
-API_PORT = 8443  # cloudhpc.api.server.PORT (not imported: it pulls in FastAPI)
 LISTEN_WAIT = 30.0  # seconds `up` waits for slurmctld to listen before it asks Slurm anyway
 
 Progress = Callable[[str, int, int], None]

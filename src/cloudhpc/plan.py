@@ -21,6 +21,9 @@ class Role(enum.Enum):
     LOGIN = "login"
 
 
+API_PORT = 8443  # the head's API (cloudhpc.api.server)
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     name: str
@@ -79,7 +82,7 @@ class Plan:
 
     @property
     def api_url(self) -> str:
-        return f"{'https' if self.api_https else 'http'}://{self.head.address}:8443"
+        return f"{'https' if self.api_https else 'http'}://{self.head.address}:{API_PORT}"
 
     @property
     def prefixlen(self) -> int:

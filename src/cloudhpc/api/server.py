@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -14,9 +15,12 @@ import uvicorn
 from cloudhpc.api.app import create_app
 from cloudhpc.api.tokens import TokenStore
 from cloudhpc.cluster import Cluster
+from cloudhpc.node import priority
+from cloudhpc.node.spec import LISTEN_FD_ENV
+from cloudhpc.plan import API_PORT
 from cloudhpc.state import Store
 
-PORT = 8443
+PORT = API_PORT
 
 
 log = logging.getLogger("cloudhpc.api")
@@ -42,10 +46,14 @@ def main(argv: list[str]) -> int:
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     https = cluster.plan.api_https  # the certificate made at `up` (cloudhpc.api.tls)
-    uvicorn.run(app, host=cluster.plan.head.address, port=PORT, log_level="warning",
-                access_log=False,
-                ssl_certfile=str(root / "etc" / "api.crt") if https else None,
-                ssl_keyfile=str(root / "etc" / "api.key") if https else None)
+    config = uvicorn.Config(app, host=cluster.plan.head.address, port=PORT,
+                            log_level="warning", access_log=False,
+                            ssl_certfile=str(root / "etc" / "api.crt") if https else None,
+                            ssl_keyfile=str(root / "etc" / "api.key") if https else None)
+    # the port, listening since the supervisor started (cloudhpc.node.supervisor.Daemon)
+    fd = os.environ.pop(LISTEN_FD_ENV, None)
+    priority.serving()  # started with the least CPU share (cloudhpc.node.priority)
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=int(fd))] if fd else None)
     return 0
 
 

@@ -23,6 +23,7 @@ from cloudhpc.autoscale.protocol import ControlClient, LaunchReply, NodeReply, T
 from cloudhpc.events import EventKind, EventLog
 from cloudhpc.jobs.model import from_keyvalues
 from cloudhpc.jobs.submissions import Submissions
+from cloudhpc.node import priority
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import make_plan
 from cloudhpc.slurm.client import SlurmClient, SlurmNode, on_this_node
@@ -290,9 +291,11 @@ def main(cluster_dir: str) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     rec = Reconciler.on_head(Path(cluster_dir))
     log.info("reconciling every %.0f s", INTERVAL)
+    rec.tick()
+    priority.serving()  # started with the least CPU share (cloudhpc.node.priority)
     while True:
-        rec.tick()
         time.sleep(INTERVAL)
+        rec.tick()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from cloudhpc.azure import cloudinit, vm
-from cloudhpc.plan import NodeSpec, Plan, make_plan
+from cloudhpc.plan import API_PORT, NodeSpec, Plan, make_plan
 from cloudhpc.template.schema import NodeSet, Template
 
 SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
@@ -40,7 +40,6 @@ VM_CONTRIBUTOR = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c"  # built-in role definit
 BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 ACCOUNT = "[resourceId('Microsoft.Storage/storageAccounts', variables('storageAccount'))]"
 SSH_PORT = 22
-API_PORT = 8443
 CONTAINER = "cloudhpc"
 RDMA_SUBNET = "rdma"
 

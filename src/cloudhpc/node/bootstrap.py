@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cloudhpc.node.spec import DaemonSpec, SupervisorSpec
 from cloudhpc.paths import ClusterDir
-from cloudhpc.plan import NodeSpec, Plan, Role
+from cloudhpc.plan import API_PORT, NodeSpec, Plan, Role
 from cloudhpc.runner import BASE_PATH
 from cloudhpc.secretfile import READ_ONLY, write_secret
 from cloudhpc.slurm import accounting
@@ -186,9 +186,11 @@ def daemons(node: NodeSpec, cdir: ClusterDir) -> list[DaemonSpec]:
             {"name": "slurmctld", "argv": slurmctld_argv(
                 cdir, node.address if acct.enabled else None)},
             {"name": "reconciler", "argv": [sys.executable, "-m",
-                                            "cloudhpc.autoscale.reconciler", str(cdir.root)]},
+                                            "cloudhpc.autoscale.reconciler", str(cdir.root)],
+             "low_start": True},
             {"name": "api", "argv": [sys.executable, "-m", "cloudhpc.api.server",
-                                     str(cdir.root)]}]
+                                     str(cdir.root)], "listen": [node.address, API_PORT],
+             "low_start": True}]
         if _provider(cdir) == "azure":  # no host here: the head runs the control plane
             head.append({"name": "control", "argv": [sys.executable, "-m",
                                                      "cloudhpc.autoscale.control",

@@ -6,12 +6,20 @@ from __future__ import annotations
 
 from typing import NotRequired, TypedDict
 
+# the number of the listening socket a daemon with `listen` gets from its supervisor
+LISTEN_FD_ENV = "CLOUDHPC_LISTEN_FD"
+
 
 class DaemonSpec(TypedDict):
     name: str
     argv: list[str]
     wait_for: NotRequired[str]        # a path that exists once the daemon serves
     env: NotRequired[dict[str, str]]  # added to the node's environment
+    # [address, port] the supervisor listens on for the daemon and hands it (LISTEN_FD_ENV)
+    listen: NotRequired[list[str | int]]
+    # not on `up`'s path: starts with the least CPU share, until it calls
+    # cloudhpc.node.priority.serving()
+    low_start: NotRequired[bool]
 
 
 class SupervisorSpec(TypedDict):

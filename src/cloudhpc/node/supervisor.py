@@ -10,6 +10,7 @@ it starts once per node and must start fast.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -20,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from cloudhpc.node.spec import DaemonSpec, SupervisorSpec
+from cloudhpc.node import priority
+from cloudhpc.node.spec import LISTEN_FD_ENV, DaemonSpec, SupervisorSpec
 
 MS_BIND = 4096
 MS_REC = 16384
@@ -54,10 +56,12 @@ def private_tmp(tmp: str, keep: list[str]) -> None:
         os.close(fd)
 
 
-def _child_setup() -> None:
+def _child_setup(low: bool = False) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    os.setsid()
+    os.setsid()  # a session, and so a CPU share (autogroup), of its own
+    if low:
+        priority.set_session_nice(priority.LOW)
 
 
 class HostPids:
@@ -105,6 +109,16 @@ def own_proc() -> HostPids:
     return pids
 
 
+def listening(address: str, port: int) -> socket.socket:
+    """A TCP socket listening at ADDRESS:PORT, for a daemon that takes it from its
+    supervisor (as from systemd's socket activation)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    sock.listen(1024)
+    return sock
+
+
 class Daemon:
     pids = HostPids(None)
 
@@ -113,6 +127,12 @@ class Daemon:
         self.argv: list[str] = spec["argv"]
         self.wait_for: str | None = spec.get("wait_for")
         self.env: dict[str, str] = spec.get("env", {})
+        self.low_start = bool(spec.get("low_start"))
+        # A daemon with a port gets it listening from here: clients connect from the first
+        # moment (their requests wait in the backlog while it starts; `up` need not wait for
+        # a Python or Node.js start), and while it restarts after a crash nobody is refused.
+        listen = spec.get("listen")
+        self.sock = listening(str(listen[0]), int(listen[1])) if listen else None
         self.pidfile = run_dir / f"{self.name}.pid"
         self.logfile = log_dir / f"{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -122,10 +142,15 @@ class Daemon:
     def start(self, env: dict[str, str]) -> None:
         if self.wait_for and os.path.exists(self.wait_for):
             os.unlink(self.wait_for)  # stale socket of a killed predecessor
+        env = {**env, **self.env}
+        fds: tuple[int, ...] = ()
+        if self.sock is not None:
+            fds = (self.sock.fileno(),)
+            env[LISTEN_FD_ENV] = str(fds[0])
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env={**env, **self.env},
-                                         preexec_fn=_child_setup)
+                                         stderr=subprocess.STDOUT, env=env, pass_fds=fds,
+                                         preexec_fn=functools.partial(_child_setup, self.low_start))
         self.starts += 1
         self.pidfile.write_text(f"{self.pids.of(self.proc.pid)}\n")
         if self.wait_for:

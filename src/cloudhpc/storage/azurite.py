@@ -51,11 +51,16 @@ def azurite_daemon(address: str, data_dir: Path, account: BlobAccount) -> Daemon
     """Supervisor spec: listens on the cluster network only, data under the state directory,
     the cluster's generated key instead of the well-known one, and no telemetry."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return {
+    command = azurite_command()
+    spec: DaemonSpec = {
         "name": "azurite",
-        "argv": [*azurite_command(), "--blobHost", address, "--blobPort", str(PORT),
+        "argv": [*command, "--blobHost", address, "--blobPort", str(PORT),
                  "--location", str(data_dir), "--disableTelemetry", "--skipApiVersionCheck",
                  "--loose", "--silent"],
         "env": {"AZURITE_ACCOUNTS": account.azurite_accounts,
                 "NODE_OPTIONS": f"--require {DURABLE_PATCH}"},
     }
+    if str(START) in command:  # our start takes the port from the supervisor, and goes
+        spec["listen"] = [address, PORT]  # back to a normal CPU share once it listens
+        spec["low_start"] = True
+    return spec

@@ -35,6 +35,26 @@ if (cachedData === undefined || script.cachedDataRejected) {
     }
   }, 3000).unref();
 }
+// The port, listening since the node's supervisor started (CLOUDHPC_LISTEN_FD): Azurite's
+// server listens on that socket instead of binding its own (only its own start knows no fd)
+const listenFd = process.env.CLOUDHPC_LISTEN_FD;
+delete process.env.CLOUDHPC_LISTEN_FD;
+if (listenFd !== undefined) {
+  const net = require("net");
+  const listen = net.Server.prototype.listen;
+  net.Server.prototype.listen = function (...args) {
+    const done = args.find((a) => typeof a === "function");
+    return listen.call(this, { fd: Number(listenFd) }, (...result) => {
+      // started with the least CPU share (cloudhpc.node.priority): serving now
+      try {
+        fs.writeFileSync("/proc/self/autogroup", "0");
+      } catch (err) {
+        // no autogroups here
+      }
+      if (done) done(...result);
+    });
+  };
+}
 // Azurite reads its flags from process.argv as if it had been started itself
 process.argv.splice(1, 2, bundle);
 const main = new Module(bundle, null);
