@@ -197,6 +197,16 @@ def test_homes_are_the_same_on_every_vm_and_keep_the_admins_key(rehearsal: Rehea
         assert rehearsal.sh(vm, "cat /home/hpcadmin/probe").strip() == "from-the-head", vm
 
 
+def test_the_heads_own_routes_ack_at_once(rehearsal: Rehearsal) -> None:
+    """slurmctld and slurmdbd talk over the head's own address: Slurm's length-then-body
+    messages waited 40 ms per direction for delayed ACKs there (as locally); the VM's
+    bootstrap gives its local routes `quickack`, and `sacctmgr` works through them."""
+    routes = rehearsal.sh("head", "ip -4 -o route show table local type local")
+    assert routes.strip() and all("quickack 1" in line for line in routes.splitlines()), routes
+    listed = rehearsal.sh("head", "sacctmgr -n -P list cluster format=cluster")
+    assert listed.split() == [NAME], listed
+
+
 def test_an_mpi_job_runs_across_two_rdma_nodes_started_from_zero_through_the_sdk(
         rehearsal: Rehearsal) -> None:
     script = (ROOT / "examples" / "jobs" / "mpi_pi.sh").read_text()
