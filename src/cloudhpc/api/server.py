@@ -20,9 +20,6 @@ from cloudhpc.node.spec import LISTEN_FD_ENV
 from cloudhpc.plan import API_PORT
 from cloudhpc.state import Store
 
-PORT = API_PORT
-
-
 log = logging.getLogger("cloudhpc.api")
 
 
@@ -46,7 +43,7 @@ def main(argv: list[str]) -> int:
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     https = cluster.plan.api_https  # the certificate made at `up` (cloudhpc.api.tls)
-    config = uvicorn.Config(app, host=cluster.plan.head.address, port=PORT,
+    config = uvicorn.Config(app, host=cluster.plan.head.address, port=API_PORT,
                             log_level="warning", access_log=False,
                             ssl_certfile=str(root / "etc" / "api.crt") if https else None,
                             ssl_keyfile=str(root / "etc" / "api.key") if https else None)

@@ -19,7 +19,7 @@ from cloudhpc.azure import service
 from cloudhpc.azure.deploy import CREATED_TAG
 from cloudhpc.errors import CloudHPCError
 from cloudhpc.image import build
-from cloudhpc.plan import make_plan
+from cloudhpc.plan import API_PORT, make_plan
 from cloudhpc.rehearse import daemon
 from cloudhpc.rehearse.vms import Sandbox
 from cloudhpc.secretfile import write_secret
@@ -111,14 +111,14 @@ def wait_head_ready(t: Template, timeout: float = 600) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         try:
-            with urllib.request.urlopen(f"https://{address}:8443/healthz", context=context,
+            with urllib.request.urlopen(f"https://{address}:{API_PORT}/healthz", context=context,
                                         timeout=3) as r:
                 if r.status == 200:
                     return time.monotonic() - start
         except OSError:
             pass
         time.sleep(1)
-    raise CloudHPCError(f"the head of {t.name} did not answer on https://{address}:8443 "
+    raise CloudHPCError(f"the head of {t.name} did not answer on https://{address}:{API_PORT} "
                         f"within {timeout:.0f} s",
                         hint="see `cloudhpc rehearse console head -c NAME`")
 
