@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,8 @@ sdk = _Lazy("azure.storage.blob")
 BLOCK = 8 * 1024 * 1024
 CONCURRENCY = 4  # parallel block transfers per large blob
 FILES_IN_PARALLEL = 8  # small blobs moved at once
+SYNC_DIR = "cloudhpc-sync"  # beside Azurite's databases (azurite_durable.js)
+SYNC_WAIT = 10  # seconds a change may wait for the store to save it
 Progress = Callable[[int], None]  # called with the number of bytes just moved
 
 
@@ -113,23 +118,45 @@ class BlobStore:
         message = getattr(exc, "message", None) or str(exc)
         return StorageError(f"{what} {url} failed: {message.splitlines()[0]}")
 
-    def sync(self, since: float) -> None:
-        """Return once the store has saved what was written since SINCE (Azurite saves its
-        metadata every 100 ms; a crash after this loses nothing acknowledged)."""
+    @contextmanager
+    def durable(self) -> Iterator[None]:
+        """Around a change: once it has been answered, wait until the store has saved it.
+        Azurite saves its metadata when asked (azurite_durable.js: a request file in
+        SYNC_DIR, renamed when a save begun after it has been written), so a crash after
+        this loses nothing acknowledged. A restart of Azurite between the change and the
+        save (another `instance`) is an error: the change may have been lost with it."""
         if not self.account.saved_state:
+            yield
             return
-        deadline = time.monotonic() + 10
+        sync = Path(self.account.saved_state).parent / SYNC_DIR
+        before = _read(sync / "instance")
+        yield
+        request = sync / f"{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(4)}"
+        try:
+            (request.with_suffix(".req")).open("x").close()
+        except OSError as exc:
+            raise StorageError(f"the blob store's save requests ({sync}) cannot be "
+                               f"written: {exc.strerror}",
+                               hint="check the storage node with `cloudhpc status`") from None
+        done, lost = request.with_suffix(".done"), request.with_suffix(".lost")
+        deadline, pause = time.monotonic() + SYNC_WAIT, 0.002
         while time.monotonic() < deadline:
-            try:
-                # file times come from the kernel's coarse clock (a few ms behind)
-                if os.stat(self.account.saved_state).st_mtime > since - 0.01:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise StorageError(f"the blob store at {self.account.endpoint} did not save the "
-                           "last write within 10 s", hint="check the storage node's "
-                           "azurite.log; run the transfer again")
+            if done.exists() or lost.exists():
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        else:
+            request.with_suffix(".req").unlink(missing_ok=True)
+            raise StorageError(f"the blob store at {self.account.endpoint} did not save the "
+                               f"last write within {SYNC_WAIT} s", hint="check the storage "
+                               "node's azurite.log; run the transfer again")
+        saved = done.exists()
+        done.unlink(missing_ok=True)
+        lost.unlink(missing_ok=True)
+        if not saved or (before is not None and _read(sync / "instance") != before):
+            raise StorageError(f"the blob store at {self.account.endpoint} restarted before "
+                               "it saved the last write, which may be lost",
+                               hint="run the transfer again")
 
     # -- queries -------------------------------------------------------------------------
     def containers(self) -> list[str]:
@@ -177,8 +204,8 @@ class BlobStore:
     def mkdir(self, container: str) -> bool:
         """Create a container; False when it existed already."""
         try:
-            self.service.create_container(container)
-            self.sync(time.time())
+            with self.durable():
+                self.service.create_container(container)
             return True
         except errors.ResourceExistsError:
             return False
@@ -193,6 +220,10 @@ class BlobStore:
             raise StorageError(f"nothing to upload at {local}", hint="check the local path")
         if create:
             self.mkdir(url.container)
+        with self.durable():
+            return self._put(local, url, progress)
+
+    def _put(self, local: Path, url: BlobURL, progress: Progress | None) -> list[Entry]:
         if local.is_file():
             target = url if url.path else url.child(local.name)
             stored = [self._put_file(local, target, progress)]
@@ -201,7 +232,6 @@ class BlobStore:
             with ThreadPoolExecutor(FILES_IN_PARALLEL) as pool:
                 stored = list(pool.map(lambda p: self._put_file(p[0], p[1], progress),
                                        pairs))
-        self.sync(time.time())
         return stored
 
     def _put_file(self, path: Path, url: BlobURL, progress: Progress | None) -> Entry:
@@ -266,17 +296,27 @@ class BlobStore:
             raise StorageError(f"{url} is a folder of {len(entries)} blobs",
                                hint="add --recursive to delete them all")
         try:
-            container = self._container(url)
-            if recursive and not url.path:
-                container.delete_container()  # with everything in it
-            else:
-                names = [e.name.split("/", 3)[3] for e in entries]
-                with ThreadPoolExecutor(FILES_IN_PARALLEL) as pool:
-                    list(pool.map(container.delete_blob, names))
+            with self.durable():
+                self._delete(url, entries, recursive)
         except errors.AzureError as exc:
             raise self._fail("deleting", url, exc) from None
-        self.sync(time.time())
         return len(entries)
+
+    def _delete(self, url: BlobURL, entries: list[Entry], recursive: bool) -> None:
+        container = self._container(url)
+        if recursive and not url.path:
+            container.delete_container()  # with everything in it
+            return
+        names = [e.name.split("/", 3)[3] for e in entries]
+        with ThreadPoolExecutor(FILES_IN_PARALLEL) as pool:
+            list(pool.map(container.delete_blob, names))
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 def _hook(progress: Progress | None) -> Callable[[int, int | None], None] | None:
