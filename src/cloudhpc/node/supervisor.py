@@ -29,6 +29,12 @@ MS_REC = 16384
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+# a daemon that ran this long before it exited is restarted after the shortest pause again
+STABLE = 10.0
+# beyond its pause, how long a restarting daemon's node is not counted as down (its
+# RESTARTING_SUFFIX file holds until when: a provider replaces a node whose daemon stays down)
+RESTART_GRACE = 5.0
+RESTARTING_SUFFIX = ".restarting"
 
 
 def bind(src: str, dst: str) -> None:
@@ -137,7 +143,11 @@ class Daemon:
         self.logfile = log_dir / f"{self.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.failures = 0  # exits soon after a start, in a row
+        self.started_at = 0.0
+        self.pause = 0.0
         self.next_start = 0.0
+        self.restarting = run_dir / f"{self.name}{RESTARTING_SUFFIX}"
 
     def start(self, env: dict[str, str]) -> None:
         if self.wait_for and os.path.exists(self.wait_for):
@@ -152,14 +162,27 @@ class Daemon:
                                          stderr=subprocess.STDOUT, env=env, pass_fds=fds,
                                          preexec_fn=functools.partial(_child_setup, self.low_start))
         self.starts += 1
+        self.started_at = time.monotonic()
         self.pidfile.write_text(f"{self.pids.of(self.proc.pid)}\n")
+        self.restarting.unlink(missing_ok=True)
         if self.wait_for:
             deadline = time.monotonic() + 5
             while not os.path.exists(self.wait_for) and time.monotonic() < deadline:
                 time.sleep(0.005)
 
+    def exiting(self) -> None:
+        """Its process has ended and is not yet collected: the pause before the next start
+        (doubling from 0.2 s to 5 s while it keeps exiting soon after starting), and the
+        note that it is being restarted, written while its pid is still taken."""
+        if time.monotonic() - self.started_at >= STABLE:
+            self.failures = 0
+        self.failures += 1
+        self.pause = min(5.0, 0.2 * 2 ** (self.failures - 1))
+        self.restarting.write_text(f"{time.time() + self.pause + RESTART_GRACE:.3f}\n")
+
     def exited(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
+        """Its exit status once reap() collected it (not collected here: see reap)."""
+        return None if self.proc is None else self.proc.returncode
 
 
 _log = logging.getLogger("cloudhpc.supervisor")
@@ -208,9 +231,8 @@ def loop(daemons: list[Daemon], env: dict[str, str]) -> int:
         for d in daemons:
             code = d.exited()
             if code is not None and not d.next_start:
-                backoff = min(5.0, 0.2 * 2 ** min(d.starts - 1, 5))
-                log(f"{d.name} exited with {code}; restarting in {backoff:.1f} s")
-                d.next_start = now + backoff
+                log(f"{d.name} exited with {code}; restarting in {d.pause:.1f} s")
+                d.next_start = now + d.pause
             if d.next_start and now >= d.next_start:
                 d.next_start = 0.0
                 d.start(env)
@@ -219,16 +241,21 @@ def loop(daemons: list[Daemon], env: dict[str, str]) -> int:
 
 def reap(daemons: list[Daemon]) -> None:
     """Collect every child that ended: as a PID namespace's init the supervisor also
-    inherits the orphans of the node's jobs, which must not stay zombies."""
+    inherits the orphans of the node's jobs, which must not stay zombies. A daemon's end is
+    noted (Daemon.exiting) before its pid is freed, so that a provider looking at the node
+    meanwhile sees either the dead process or the note, never neither."""
     by_pid = {d.proc.pid: d for d in daemons if d.proc is not None}
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             return
-        if pid == 0:
+        if ended is None:
             return
-        daemon = by_pid.get(pid)
+        daemon = by_pid.get(ended.si_pid)
+        if daemon is not None:
+            daemon.exiting()
+        _, status = os.waitpid(ended.si_pid, 0)
         if daemon is not None and daemon.proc is not None:
             daemon.proc.returncode = os.waitstatus_to_exitcode(status)
 

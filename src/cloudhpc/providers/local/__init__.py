@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from cloudhpc.errors import NodeNotFound, ProvisionError
 from cloudhpc.node import bootstrap
+from cloudhpc.node.supervisor import RESTARTING_SUFFIX
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import NodeSpec, Plan, Role
 from cloudhpc.providers.base import NodeInfo, NodeState, ProviderError
@@ -175,9 +176,15 @@ class LocalBackend:
         if not processes.alive(sup):
             return info(NodeState.DOWN, "node supervisor is gone")
         for daemon in bootstrap.daemons(node, self.cdir):
-            pid = processes.read_pid(run / f"{daemon['name']}.pid")
-            if pid is None or not processes.alive(pid):
-                return info(NodeState.DOWN, f"{daemon['name']} is not running")
+            name = daemon["name"]
+            pid = processes.read_pid(run / f"{name}.pid")
+            if pid is not None and processes.alive(pid):
+                continue
+            if pid is not None and processes.restarting(pid, run / f"{name}{RESTARTING_SUFFIX}"):
+                # the node's supervisor restarts a daemon that exited, within seconds: the
+                # node heals itself (replacing it would end its jobs)
+                return info(NodeState.STARTING, f"{name} is being restarted")
+            return info(NodeState.DOWN, f"{name} is not running")
         return info(NodeState.RUNNING)
 
     def errors(self) -> list[ProviderError]:

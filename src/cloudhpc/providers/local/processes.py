@@ -38,6 +38,22 @@ def alive(pid: int) -> bool:
         return False
 
 
+def restarting(pid: int, note: Path) -> bool:
+    """A node supervisor's daemon PID that is not alive is being restarted: its end not yet
+    collected by the supervisor (a zombie), or its note (supervisor.Daemon.exiting) that
+    holds until a time not yet past."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+    except (OSError, IndexError):
+        pass
+    try:
+        return time.time() < float(note.read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
