@@ -27,8 +27,12 @@ VARIANTS = {
     "slurm_defaults": "SchedulerParameters=",
     "queue_depth": "SchedulerParameters=sched_min_interval=0,batch_sched_delay=0,"
                    "default_queue_depth=1000",
-    # Slurm without what cloudhpc adds per job (its two prologs) and without job resource
-    # gathering: with --no-accounting, what Slurm alone costs on this machine
+    # what each per-job addition costs: cloudhpc's two prologs (blob tokens and node waits
+    # on the head, Open MPI's environment in each task), Slurm's job resource gathering
+    # (sstat, MaxRSS, the memory limit)
+    "no_prologs": "PrologSlurmctld=\nTaskProlog=",
+    "no_gathering": "JobAcctGatherType=jobacct_gather/none\nJobAcctGatherParams=",
+    # Slurm without all of them: with --no-accounting, what Slurm alone costs here
     "slurm_floor": "PrologSlurmctld=\nTaskProlog=\nJobAcctGatherType=jobacct_gather/none\n"
                    "JobAcctGatherParams=",
 }
