@@ -33,7 +33,7 @@ def test_the_note_holds_through_the_pause_and_a_grace(tmp_path: Path) -> None:
     note = tmp_path / f"slurmd{RESTARTING_SUFFIX}"
     until = float(note.read_text())
     assert before + d.pause + RESTART_GRACE - 0.001 <= until  # written to the ms
-    assert until <= time.time() + d.pause + RESTART_GRACE
+    assert until <= time.time() + d.pause + RESTART_GRACE + 0.001
     dead = 2 ** 22 + 1  # above pid_max's default: no such process
     assert processes.restarting(dead, note)
     note.write_text(f"{time.time() - 1}\n")  # the daemon stayed down past it
