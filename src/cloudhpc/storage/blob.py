@@ -131,14 +131,14 @@ class BlobStore:
         sync = Path(self.account.saved_state).parent / SYNC_DIR
         before = _read(sync / "instance")
         yield
-        request = sync / f"{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(4)}"
+        name = f"{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(4)}"
+        req, done, lost = (sync / f"{name}.{end}" for end in ("req", "done", "lost"))
         try:
-            (request.with_suffix(".req")).open("x").close()
+            req.open("x").close()
         except OSError as exc:
             raise StorageError(f"the blob store's save requests ({sync}) cannot be "
                                f"written: {exc.strerror}",
                                hint="check the storage node with `cloudhpc status`") from None
-        done, lost = request.with_suffix(".done"), request.with_suffix(".lost")
         deadline, pause = time.monotonic() + SYNC_WAIT, 0.002
         while time.monotonic() < deadline:
             if done.exists() or lost.exists():
@@ -146,7 +146,7 @@ class BlobStore:
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
         else:
-            request.with_suffix(".req").unlink(missing_ok=True)
+            req.unlink(missing_ok=True)
             raise StorageError(f"the blob store at {self.account.endpoint} did not save the "
                                f"last write within {SYNC_WAIT} s", hint="check the storage "
                                "node's azurite.log; run the transfer again")

@@ -30,24 +30,25 @@ def pids_in_netns(ns: str) -> list[int]:
     return out
 
 
-def alive(pid: int) -> bool:
+def _state(pid: int) -> str | None:
+    """PID's state letter from /proc (R, S, Z, ...), None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+            return fh.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return False
+        return None
+
+
+def alive(pid: int) -> bool:
+    return _state(pid) not in (None, "Z", "X")
 
 
 def restarting(pid: int, note: Path) -> bool:
     """A node supervisor's daemon PID that is not alive is being restarted: its end not yet
     collected by the supervisor (a zombie), or its note (supervisor.Daemon.exiting) that
     holds until a time not yet past."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return True
-    except (OSError, IndexError):
-        pass
+    if _state(pid) == "Z":
+        return True
     try:
         return time.time() < float(note.read_text())
     except (OSError, ValueError):
