@@ -4,8 +4,9 @@ when a test fails (the session ends with a sweep of every test namespace and bri
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,45 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for item in items:
             if "integration" in str(item.fspath) or "security" in str(item.fspath):
                 item.add_marker(pytest.mark.skip(reason="integration tests need root"))
+
+
+CLUSTER_FIXTURES = ("cluster", "auto_cluster", "scratch_cluster")
+KEEP_LOGS = "CLOUDHPC_TEST_KEEP_LOGS"  # a directory: failed tests' cluster logs are copied there
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A failed test on a real cluster shows what Slurm saw: node states and reasons, the
+    queue, and the end of slurmctld's log (CI keeps only what the run printed)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for name in CLUSTER_FIXTURES:
+        c = getattr(item, "funcargs", {}).get(name)
+        if isinstance(c, Cluster):
+            report.sections.append((f"cluster {c.name} when {item.name} failed", diagnose(c)))
+            keep = os.environ.get(KEEP_LOGS)
+            if keep and c.dir.logs.is_dir():
+                shutil.copytree(c.dir.logs, Path(keep) / item.name / c.name,
+                                dirs_exist_ok=True)
+
+
+def diagnose(c: Cluster) -> str:
+    parts = []
+    for argv in (["sinfo", "-N", "-h", "-o", "%N %T %E"],
+                 ["squeue", "-h", "-o", "%i %T %D %N %r"]):
+        try:
+            result = c.exec("head", argv, timeout=10)
+            parts.append(f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}")
+        except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the failure
+            parts.append(f"$ {' '.join(argv)}: {exc}")
+    log = c.dir.logs / "slurmctld.log"
+    if log.exists():
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        parts.append("slurmctld.log (last 40 lines):\n" + "\n".join(tail))
+    return "\n".join(parts)
 
 
 def template(name: str, cidr: str, nodeset: str = "hpc", count: int = 2,
