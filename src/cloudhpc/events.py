@@ -26,6 +26,7 @@ class EventKind(enum.StrEnum):
     NODE_FAILED = "node_failed"            # launch refused (capacity, quota) or lost
     NODE_REPLACED = "node_replaced"        # a lost static node made anew
     NODE_RETRY = "node_retry"              # eligible again after the cooldown
+    NODE_REJOINED = "node_rejoined"        # its slurmd told to register again (not taken)
     NODE_RESUMED = "node_resumed"          # drained by a crash's duplicate launch, resumed
     ORPHAN_REMOVED = "orphan_removed"
     POWER_ERROR = "power_error"            # a power-save program failed

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,6 +112,68 @@ def test_control_plane_killed_during_resume(auto_cluster: Cluster, tmp_path: Pat
     half_made = [n for n, i in c.backend.nodes().items()
                  if i.state.value in ("starting", "down")]
     assert half_made == []
+
+
+class Freezer(threading.Thread):
+    """Stops (SIGSTOP) the first slurmd that starts on any of NODES, a few milliseconds
+    after its node's supervisor started it: long before it can register with slurmctld."""
+
+    def __init__(self, c: Cluster, nodes: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.files = {n: c.dir.node(n) / "run" / "slurmd.pid" for n in nodes}
+        self.before = {n: self._pid(n) for n in nodes}
+        self.frozen: tuple[str, int] | None = None
+        self.done = threading.Event()
+
+    def _pid(self, node: str) -> int | None:
+        try:
+            return int(self.files[node].read_text())
+        except (OSError, ValueError):
+            return None
+
+    def run(self) -> None:
+        while not self.done.is_set() and self.frozen is None:
+            for node in self.files:
+                pid = self._pid(node)
+                if pid is not None and pid != self.before[node]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGSTOP)
+                        self.frozen = (node, pid)
+                    break
+            time.sleep(0.001)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+        if self.frozen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.frozen[1], signal.SIGCONT)
+
+
+def test_a_node_whose_registration_was_not_taken_registers_again(auto_cluster: Cluster,
+                                                                  tmp_path: Path) -> None:
+    """CI, twice: a node Slurm powered up ran its slurmd, but slurmctld did not take its
+    one registration (see decide.REJOIN_AFTER) and, as Slurm never pings a powering-up
+    node, the job waited for ResumeTimeout. Here the node's first slurmd is stopped before
+    it registers: the reconciler has it started again, and the job runs on that node."""
+    c = auto_cluster
+    assert until(lambda: set(states(c, "dyn-").values()) == {"powered_down"}, 40)
+    start = time.time()
+    freezer = Freezer(c, [f"dyn-{i}" for i in range(1, 5)])
+    freezer.start()
+    try:
+        job = c.submit(script(tmp_path, "late.sh", "hostname"), nodes=1, partition="dyn")
+        done = c.wait(job.job_id, timeout=120)
+    finally:
+        freezer.stop()
+    assert freezer.frozen is not None
+    node = freezer.frozen[0]
+    assert done.state is JobState.COMPLETED
+    assert done.nodes == node
+    assert [e["node"] for e in c.events.read(start, {"node_rejoined"})] == [node]
+    # it was not left to ResumeTimeout (the node failed, then made anew)
+    assert not [e for e in c.events.read(start, {"node_failed"})
+                if node in (e.get("node"), e.get("nodes"))]
 
 
 def test_live_scale_keeps_jobs(auto_cluster: Cluster, tmp_path: Path) -> None:

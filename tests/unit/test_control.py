@@ -42,6 +42,9 @@ class FakeProvider:
     def on_failure(self, report: Any) -> None:
         self.report = report
 
+    def rejoin(self, names: Sequence[str]) -> list[str]:
+        return [n for n in names if n in self.made]
+
     def nodes(self) -> dict[str, NodeInfo]:
         return {n.name: NodeInfo(n.name, n.role, n.nodeset,
                                  NodeState.RUNNING if n.name in self.made else NodeState.ABSENT,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloudhpc.autoscale.decide import Act, ProviderNode, SlurmNode, decide
+from cloudhpc.autoscale.decide import REJOIN_AFTER, Act, ProviderNode, SlurmNode, decide
 from cloudhpc.events import EventKind, EventLog
 
 UP = frozenset({"CLOUD"})
@@ -27,6 +27,8 @@ RISING = frozenset({"CLOUD", "POWERING_UP"})
         (True, ("idle", OFF, "", 0), "running", Act.REMOVE_ORPHAN),
         (True, ("idle", OFF, "", 0), "down", Act.REMOVE_ORPHAN),
         (True, ("allocated", RISING, "", 0), "starting", None),
+        # running for 30 s and still not registered: its registration was not taken
+        (True, ("idle", RISING | {"NOT_RESPONDING"}, "", 0), "running", Act.REJOIN),
         (True, ("idle", frozenset({"CLOUD", "POWERED_DOWN", "POWERING_DOWN"}), "", 0),
          "running", None),
         (True, ("down", OFF, "capacity: node set 'a' is limited", 10), "absent", None),
@@ -46,6 +48,16 @@ def test_decide_table(dynamic: bool, slurm: tuple[str, frozenset[str], str, floa
                      {"n-1": ProviderNode("n-1", provider, age=30)}, {"n-1": dynamic},
                      cooldown=60)
     assert [a.act for a in actions] == ([expected] if expected else [])
+
+
+@pytest.mark.parametrize(("age", "expected"), [(1.0, []), (REJOIN_AFTER - 0.1, []),
+                                                (REJOIN_AFTER, [Act.REJOIN])])
+def test_a_node_gets_time_to_register_before_it_is_told_again(
+        age: float, expected: list[Act]) -> None:
+    slurm = SlurmNode("n-1", "idle", RISING | {"NOT_RESPONDING"})
+    actions = decide({"n-1": slurm}, {"n-1": ProviderNode("n-1", "running", age=age)},
+                     {"n-1": True}, cooldown=60)
+    assert [a.act for a in actions] == expected
 
 
 def test_decide_ignores_nodes_missing_from_a_view() -> None:

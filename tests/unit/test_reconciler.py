@@ -13,7 +13,7 @@ import pytest
 from cloudhpc.autoscale import jobrules
 from cloudhpc.autoscale.decide import LOST_PREFIX
 from cloudhpc.autoscale.jobrules import Release, Submitted
-from cloudhpc.autoscale.protocol import LaunchReply, NodeReply, TerminateReply
+from cloudhpc.autoscale.protocol import LaunchReply, NodeReply, RejoinReply, TerminateReply
 from cloudhpc.autoscale.reconciler import Reconciler
 from cloudhpc.events import EventLog
 from cloudhpc.jobs.submissions import Submission
@@ -149,6 +149,10 @@ class FakeControl:
     def terminate(self, nodes: str) -> TerminateReply:
         self.calls.append(("terminate", nodes))
         return TerminateReply(terminated=[nodes])
+
+    def rejoin(self, nodes: str) -> RejoinReply:
+        self.calls.append(("rejoin", nodes))
+        return RejoinReply(rejoined=[nodes])
 
     def nodes(self) -> dict[str, NodeReply]:
         return self.state
@@ -296,3 +300,34 @@ def test_a_stale_launch_outside_any_crash_is_undone(tmp_path: Path) -> None:
     assert not [c for c in slurm.calls if c[:2] == ("update", "burst-1")]  # an admin's
     assert [e["job"] for e in events.read(kinds={"job_released"})] == [103]
     assert [e["node"] for e in events.read(kinds={"node_resumed"})] == ["hpc-1"]
+
+
+def test_a_registration_slurmctld_did_not_take_is_sent_again_once_per_wait(
+        tmp_path: Path) -> None:
+    """CI: a node Slurm powered up ran its slurmd, but slurmctld dropped the registration
+    (the boot it reported was a second older than the resume request) and never asked
+    again: the node stayed powering up until ResumeTimeout, the job pending."""
+    rec, slurm, control, events = reconciler(tmp_path, ["10"])
+    stuck = SlurmNode("burst-1", "idle", frozenset({"CLOUD", "POWERING_UP", "NOT_RESPONDING"}))
+    slurm.node_list = [SlurmNode("hpc-1", "idle"), stuck]
+    control.state = {"hpc-1": NodeReply(state="running", nodeset="hpc", detail="", age=99.0),
+                     "burst-1": NodeReply(state="running", nodeset="burst", detail="",
+                                          age=4.0)}
+    rec.tick()
+    assert control.calls == []  # a node this young may be registering now
+    control.state["burst-1"]["age"] = 12.0
+    rec.tick()
+    assert control.calls == [("rejoin", "burst-1")]
+    assert [e["node"] for e in events.read(kinds={"node_rejoined"})] == ["burst-1"]
+    rec.clock.now += 3  # type: ignore[attr-defined]
+    control.state["burst-1"]["age"] = 15.0
+    rec.tick()  # the new slurmd gets its own time to register
+    assert control.calls == [("rejoin", "burst-1")]
+    rec.clock.now += 8  # type: ignore[attr-defined]
+    rec.tick()
+    assert control.calls == [("rejoin", "burst-1")] * 2
+    slurm.node_list = [SlurmNode("hpc-1", "idle"), SlurmNode("burst-1", "idle",
+                                                             frozenset({"CLOUD"}))]
+    rec.clock.now += 20  # type: ignore[attr-defined]
+    rec.tick()  # registered: nothing more
+    assert len(control.calls) == 2

@@ -26,7 +26,7 @@ from typing import Any
 import hostlist
 
 from cloudhpc.autoscale.decide import failure_reason
-from cloudhpc.autoscale.protocol import Failure, LaunchReply, NodeReply, TerminateReply
+from cloudhpc.autoscale.protocol import Failure, LaunchReply, NodeReply, RejoinReply, TerminateReply
 from cloudhpc.errors import CloudHPCError
 from cloudhpc.events import EventKind, EventLog
 from cloudhpc.paths import ClusterDir
@@ -137,6 +137,11 @@ class Controller:
                 self.events.emit(EventKind.NODE_TERMINATED, node=s.name, nodeset=s.nodeset)
             return TerminateReply(terminated=[s.name for s in specs])
 
+    def rejoin(self, names: Sequence[str]) -> RejoinReply:
+        with self.lock:
+            specs = self._specs(names)
+            return RejoinReply(rejoined=self.provider.rejoin([s.name for s in specs]))
+
     def nodes(self) -> dict[str, NodeReply]:
         now = self.clock.time()
         return {name: NodeReply(state=i.state.value, nodeset=i.nodeset, detail=i.detail,
@@ -195,6 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(200, dict(ctl.launch(names)))
             elif self.path == "/terminate":
                 self._reply(200, dict(ctl.terminate(names)))
+            elif self.path == "/rejoin":
+                self._reply(200, dict(ctl.rejoin(names)))
             else:
                 self._reply(404, {"error": f"no route {self.path}"})
         except (ValueError, hostlist.BadHostlist) as exc:

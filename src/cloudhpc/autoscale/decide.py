@@ -12,6 +12,9 @@ CAPACITY_PREFIX = "capacity:"
 LOST_PREFIX = "node lost"
 RESUME_FAILED_PREFIX = "resume failed"
 ORPHAN_GRACE = 10.0  # a node this young may be one Slurm is just resuming
+# a running node whose slurmd has not registered this long after the provider made it is
+# told to register again (a local slurmd registers within a second; see decide())
+REJOIN_AFTER = 10.0
 # a cloud's refusals that mean "not now, not here": the node set backs off for the cooldown
 # (https://learn.microsoft.com/troubleshoot/azure/virtual-machines/windows/
 # allocation-failure, .../error-code-skunotavailable, quota errors)
@@ -35,6 +38,7 @@ class Act(enum.Enum):
     FAIL_DYNAMIC = "fail_dynamic"  # dynamic node lost: requeue its jobs, power it down
     REMOVE_ORPHAN = "remove_orphan"  # provider has a node Slurm thinks is powered down
     RETRY = "retry"                # cooldown over, or a lost node removed: eligible again
+    REJOIN = "rejoin"              # running, but Slurm did not take its registration
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,17 @@ def decide(slurm: dict[str, SlurmNode], provider: dict[str, ProviderNode],
             # a dynamic node whose processes died: its jobs are requeued, Slurm powers it
             # down (our SuspendProgram removes it) and brings up a fresh one when needed
             actions.append(Action(Act.FAIL_DYNAMIC, name, p.detail or "processes gone"))
+        elif (is_dynamic and "POWERING_UP" in s.flags and p.state == "running"
+              and p.age >= REJOIN_AFTER):
+            # slurmctld takes a powering-up node's registration only if the node booted
+            # after the resume request, to the second: boot time = now - the uptime slurmd
+            # reports, which `slurmd -b` counts from its own start in whole seconds of the
+            # kernel's uptime. A registration whose count crossed a tick within the second
+            # of the request is dropped without a log line (node_mgr.c,
+            # waiting_for_node_boot), and Slurm never pings a powering-up node: it would wait
+            # for ResumeTimeout. A slurmd started again now reports a later boot.
+            actions.append(Action(Act.REJOIN, name,
+                                  f"slurmd not registered {p.age:.0f} s after the node started"))
         elif (is_dynamic and powered_down and not in_transition and s.state in ("idle", "down")
               and p.state in ("running", "starting", "down") and p.age >= ORPHAN_GRACE):
             # Slurm does not count this node as up: nobody pays for a node nobody uses

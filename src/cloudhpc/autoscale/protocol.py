@@ -27,6 +27,10 @@ class TerminateReply(TypedDict):
     terminated: list[str]
 
 
+class RejoinReply(TypedDict):
+    rejoined: list[str]  # the nodes whose slurmd the provider made register again
+
+
 class NodeReply(TypedDict):
     state: str      # providers.base.NodeState values
     nodeset: str
@@ -66,6 +70,10 @@ class ControlClient:
 
     def terminate(self, nodes: str) -> TerminateReply:
         reply: TerminateReply = self._call("POST", "/terminate", {"nodes": nodes})
+        return reply
+
+    def rejoin(self, nodes: str) -> RejoinReply:
+        reply: RejoinReply = self._call("POST", "/rejoin", {"nodes": nodes})
         return reply
 
     def nodes(self) -> dict[str, NodeReply]:

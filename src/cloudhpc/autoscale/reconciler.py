@@ -18,8 +18,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cloudhpc.autoscale import jobrules
-from cloudhpc.autoscale.decide import LOST_PREFIX, Act, Action, ProviderNode, decide
-from cloudhpc.autoscale.protocol import ControlClient, LaunchReply, NodeReply, TerminateReply
+from cloudhpc.autoscale.decide import LOST_PREFIX, REJOIN_AFTER, Act, Action, ProviderNode, decide
+from cloudhpc.autoscale.protocol import (
+    ControlClient,
+    LaunchReply,
+    NodeReply,
+    RejoinReply,
+    TerminateReply,
+)
 from cloudhpc.events import EventKind, EventLog
 from cloudhpc.jobs.model import from_keyvalues
 from cloudhpc.jobs.submissions import Submissions
@@ -47,6 +53,7 @@ class Control(Protocol):
 
     def launch(self, nodes: str) -> LaunchReply: ...
     def terminate(self, nodes: str) -> TerminateReply: ...
+    def rejoin(self, nodes: str) -> RejoinReply: ...
     def nodes(self) -> dict[str, NodeReply]: ...
 
 
@@ -88,6 +95,7 @@ class Reconciler:
             except OSError:
                 self.ctld_pid = None
         self.settling: dict[str, float] = {}  # replaced node -> when it may take jobs
+        self.rejoined: dict[str, float] = {}  # node -> when its slurmd was told to register
 
     @classmethod
     def on_head(cls, cluster_dir: Path) -> Reconciler:
@@ -284,6 +292,13 @@ class Reconciler:
         elif action.act is Act.RETRY:
             self.slurm.update_node(node, "state=resume")
             self.events.emit(EventKind.NODE_RETRY, node=node, cause=action.why)
+        elif action.act is Act.REJOIN:
+            now = self.clock.time()
+            if now - self.rejoined.get(node, float("-inf")) < REJOIN_AFTER:
+                return  # its new slurmd gets the same time to register
+            self.rejoined[node] = now
+            if node in self.control.rejoin(node)["rejoined"]:
+                self.events.emit(EventKind.NODE_REJOINED, node=node, cause=action.why)
 
 
 def main(cluster_dir: str) -> int:

@@ -160,6 +160,13 @@ class AzureProvider:
         for poller in pollers:
             poller.result()
 
+    def rejoin(self, names: Sequence[str]) -> list[str]:
+        """Nothing to do: a VM's slurmd registers a minute or more after the resume request,
+        so the boot it reports is always later than the request and slurmctld takes it
+        (the registration dropped locally comes within the request's own second). A slurmd
+        that never registers is left to Slurm's ResumeTimeout (ResumeFailProgram)."""
+        return []
+
     def nodes(self) -> dict[str, NodeInfo]:
         from azure.core.exceptions import HttpResponseError
 

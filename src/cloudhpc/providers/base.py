@@ -56,6 +56,11 @@ class Provider(Protocol):
         """Remove nodes; a node that does not exist is no error."""
         ...
 
+    def rejoin(self, names: Sequence[str]) -> list[str]:
+        """Make the slurmd of each running node register with slurmctld again, because
+        slurmctld did not take its first registration; the nodes it was done for."""
+        ...
+
     def nodes(self) -> dict[str, NodeInfo]:
         """Every node of the plan the provider manages, ABSENT ones included."""
         ...
