@@ -25,6 +25,14 @@ def set_session_nice(nice: int) -> bool:
         return False
 
 
+def background(argv: list[str]) -> list[str]:
+    """ARGV run at the lowest weight when started in a session of its own (Runner.start):
+    the session's weight (a nice value alone would weigh nothing against other sessions)
+    and its own nice value."""
+    return ["sh", "-c", f'echo {LOW} > {AUTOGROUP} 2>/dev/null; exec nice -n {LOW} "$@"',
+            "sh", *argv]
+
+
 def serving() -> None:
     """Called by a daemon that started at LOW once it serves: the normal weight again."""
     set_session_nice(0)

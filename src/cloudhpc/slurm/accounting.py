@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from cloudhpc.errors import CloudHPCError, CommandError
+from cloudhpc.node import priority
 from cloudhpc.node.spec import DaemonSpec
 from cloudhpc.paths import ClusterDir
 from cloudhpc.plan import Plan
@@ -80,10 +81,10 @@ def make_spare(cdir: ClusterDir) -> None:
     spare.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     q = shlex.quote
     tmp = q(f"{spare}.making.") + "$$"
-    Runner().start(["nice", "-n", "19", "sh", "-c",
-                    f"cp -a --sparse=always {q(str(gold))} {tmp} && "
-                    f"mv -T {tmp} {q(str(spare))} 2>/dev/null; rm -rf {tmp}"],
-                   spare.parent / "spare.log")
+    Runner().start(priority.background([
+        "sh", "-c", f"cp -a --sparse=always {q(str(gold))} {tmp} && "
+                    f"mv -T {tmp} {q(str(spare))} 2>/dev/null; rm -rf {tmp}"]),
+        spare.parent / "spare.log")
 
 
 def kept_dir(home: Path, cluster: str) -> Path:
