@@ -5,6 +5,7 @@ made from the head's real socket table (checked here in a network namespace of i
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import subprocess
 import threading
@@ -74,6 +75,34 @@ def test_local_slurmd_starts_once_slurmctld_listens_azure_slurmd_at_once(tmp_pat
     assert str(bootstrap.ctld_listening(cdir)) in local[-1]
     assert local[-1].endswith("exec slurmd -D -N hpc-1")
     assert bootstrap.slurmd_argv(node, cdir, local=False) == ["slurmd", "-D", "-N", "hpc-1"]
+
+
+@pytest.mark.parametrize(("uptime", "slept"), [
+    ("5000.90 7.0", "0.11"), ("5000.85 7.0", "0.16"), ("5000.99 7.0", "0.02"),
+    ("5000.84 7.0", ""), ("5000.08 7.0", ""), ("5000.00 7.0", "")])
+def test_a_dynamic_slurmd_starts_clear_of_an_uptime_tick(tmp_path: Path, uptime: str,
+                                                         slept: str) -> None:
+    """How long the shell waits before `exec slurmd -b` for a given kernel uptime: past
+    the next whole second when it is less than 0.15 s away, not at all otherwise."""
+    (tmp_path / "uptime").write_text(uptime + "\n")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sleep").write_text("#!/bin/sh\necho \"$1\"\n")
+    (fake / "sleep").chmod(0o755)
+    out = subprocess.run(["/bin/sh", "-c", bootstrap.after_uptime_tick(str(tmp_path / "uptime"))],
+                         capture_output=True, text=True, check=True,
+                         env={"PATH": f"{fake}:/usr/bin:/bin"})
+    assert (out.stdout.strip(), out.stderr) == (slept, "")
+
+
+def test_only_a_dynamic_local_slurmd_waits_for_the_tick(tmp_path: Path) -> None:
+    cdir = ClusterDir(tmp_path / "c")
+    node = plan().node("hpc-1")
+    assert node is not None
+    assert "/proc/uptime" not in bootstrap.slurmd_argv(node, cdir, local=True)[-1]
+    rising = dataclasses.replace(node, dynamic=True)
+    assert "/proc/uptime" in bootstrap.slurmd_argv(rising, cdir, local=True)[-1]
+    assert bootstrap.slurmd_argv(rising, cdir, local=False)[-1] == "-b"
 
 
 def test_the_listening_file_appears_when_the_port_listens_not_before(tmp_path: Path) -> None:

@@ -165,8 +165,25 @@ def slurmd_argv(node: NodeSpec, cdir: ClusterDir, local: bool) -> list[str]:
     if not local:
         return argv
     m = shlex.quote(str(ctld_listening(cdir)))
+    align = after_uptime_tick() if node.dynamic else ""
     return ["/bin/sh", "-c", f"i=0; while [ ! -e {m} ] && [ $i -lt 600 ]; do sleep 0.05; "
-            f"i=$((i+1)); done; exec {shlex.join(argv)}"]
+            f"i=$((i+1)); done; {align}exec {shlex.join(argv)}"]
+
+
+UPTIME = "/proc/uptime"
+TICK_GUARD = 15  # hundredths of a second
+
+
+def after_uptime_tick(uptime: str = UPTIME) -> str:
+    """Shell that waits for the kernel's next uptime second when it is less than TICK_GUARD
+    away (at most 0.16 s). `slurmd -b` reports its uptime as whole seconds of the kernel's
+    uptime since it read its configuration; a tick in the ~25 ms until it registers makes
+    that 1 s, and slurmctld drops the registration of a node powered up within that same
+    second (decide.REJOIN_AFTER tells why; the reconciler has such a slurmd start again,
+    10 s later). Seen once in about 100 node starts before this wait."""
+    return (f"f=$(cut -d' ' -f1 {shlex.quote(uptime)}); f=${{f#*.}}; "
+            f'if [ "$f" -ge {100 - TICK_GUARD} ]; then sleep "$(printf 0.%02d $((101 - f)))"; '
+            "fi; ")
 
 
 def daemons(node: NodeSpec, cdir: ClusterDir) -> list[DaemonSpec]:
