@@ -36,6 +36,7 @@ bench: install
 	cd bench && ../$(PY) mpi_pingpong.py
 	cd bench && ../$(PY) cold_start.py
 	cd bench && ../$(PY) burst.py
+	cd bench && ../$(PY) registrations.py
 	cd bench && ../$(PY) idle_cpu.py
 	cd bench && ../$(PY) staging.py
 	cd bench && ../$(PY) export.py
