@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,36 @@ def test_launch_creates_vms_in_the_scale_set_and_reports_quota(template: Any) ->
     assert "@@" not in text
     config = json.loads(yaml.safe_load(text)["write_files"][0]["content"])
     assert (config["role"], config["nodeset"]) == ("compute", "serial")
+
+
+def test_losing_azure_while_a_vm_is_made_is_reported_as_its_failure(template: Any) -> None:
+    """CI (the rehearsal's endpoint stopped while a VM was still being made): the watcher
+    of the creation died of a ServiceRequestError in its thread, and the node's end was
+    never reported: Slurm would have waited ResumeTimeout (30 min on Azure)."""
+    from azure.core.exceptions import ServiceRequestError
+
+    operation = "https://management.azure.com/subscriptions/x/operations/op-1?api-version=1"
+
+    def answer(method: str, url: str, body: Any) -> Reply:
+        if url.startswith(operation.split("?")[0]):
+            raise ServiceRequestError("Failed to establish a new connection: [Errno 111] "
+                                      "Connection refused")
+        if "/virtualMachines/" in url:
+            return 201, {"id": url.split("?")[0], "name": "hbdemo-serial-2",
+                         "properties": {"provisioningState": "Creating"}}, {
+                "Azure-AsyncOperation": operation}
+        return 200, {"id": url.split("?")[0], "name": url.split("/")[-1].split("?")[0],
+                     "location": "eastus", "properties": {"provisioningState": "Succeeded"}}, {}
+
+    prov, _ = provider(template, answer)
+    late: list[Any] = []
+    arrived = threading.Event()
+    prov.on_failure(lambda error: (late.append(error), arrived.set()))
+    assert prov.launch([make_plan(template).node("serial-2")]) == []  # type: ignore[list-item]
+    assert arrived.wait(30), "the lost creation was never reported"
+    assert late[0].nodes == ["serial-2"] and "\n" not in late[0].cause
+    assert late[0].cause.startswith("creating serial-2: lost contact with Azure while it was "
+                                    "made (ServiceRequestError: Failed to establish")
 
 
 def test_throttling_is_retried(template: Any) -> None:

@@ -126,17 +126,27 @@ class AzureProvider:
         return errors
 
     def _watch(self, node: NodeSpec, poller: Any) -> None:
-        """Wait for a VM's provisioning; report a failure that arrives late."""
+        """Wait for a VM's provisioning; report a failure that arrives late. Losing contact
+        with Azure while it is made (the SDK's retries spent) is reported as a failure too:
+        Slurm takes the node out and its SuspendProgram removes whatever was made, and the
+        job runs on a node made again, rather than waiting for ResumeTimeout."""
+        from azure.core.exceptions import AzureError as SdkError
         from azure.core.exceptions import HttpResponseError
 
         try:
             poller.result()
         except HttpResponseError as exc:
-            error = ProviderError(node.nodeset, [node.name],
-                                  from_http(exc, f"creating {node.name}").message)
-            self._errors.append(error)
-            if self._report is not None:
-                self._report(error)
+            cause = from_http(exc, f"creating {node.name}").message
+        except SdkError as exc:
+            first = (str(exc).strip().splitlines() or ["no message"])[0]
+            cause = (f"creating {node.name}: lost contact with Azure while it was made "
+                     f"({type(exc).__name__}: {first})")
+        else:
+            return
+        error = ProviderError(node.nodeset, [node.name], cause)
+        self._errors.append(error)
+        if self._report is not None:
+            self._report(error)
 
     def terminate(self, names: Sequence[str]) -> None:
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
