@@ -44,3 +44,15 @@ def from_http(exc: Any, doing: str) -> AzureError:
     elif code in ("AuthorizationFailed", "InvalidAuthenticationToken"):
         hint = "check `az login` and the identity's role on the resource group"
     return AzureError(f"{doing}: {code + ': ' if code else ''}{first}", code, hint)
+
+
+def late_failure(exc: Any, doing: str) -> str:
+    """One line for an azure-core error (azure.core.exceptions.AzureError) raised while
+    Azure makes something in the background (a poller's result): Azure's answer, or the
+    contact lost once the SDK's retries are spent."""
+    from azure.core.exceptions import HttpResponseError
+
+    if isinstance(exc, HttpResponseError):
+        return from_http(exc, doing).message
+    first = (str(exc).strip().splitlines() or ["no message"])[0]
+    return f"{doing}: lost contact with Azure while it was made ({type(exc).__name__}: {first})"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudhpc.azure import arm, cloudinit, vm
-from cloudhpc.azure.errors import AzureError, from_http
+from cloudhpc.azure.errors import AzureError, from_http, late_failure
 from cloudhpc.azure.uniform import Assignments, UniformSets
 from cloudhpc.plan import NodeSpec, Plan, Role
 from cloudhpc.providers.base import NodeInfo, NodeState, ProviderError
@@ -131,22 +131,15 @@ class AzureProvider:
         Slurm takes the node out and its SuspendProgram removes whatever was made, and the
         job runs on a node made again, rather than waiting for ResumeTimeout."""
         from azure.core.exceptions import AzureError as SdkError
-        from azure.core.exceptions import HttpResponseError
 
         try:
             poller.result()
-        except HttpResponseError as exc:
-            cause = from_http(exc, f"creating {node.name}").message
         except SdkError as exc:
-            first = (str(exc).strip().splitlines() or ["no message"])[0]
-            cause = (f"creating {node.name}: lost contact with Azure while it was made "
-                     f"({type(exc).__name__}: {first})")
-        else:
-            return
-        error = ProviderError(node.nodeset, [node.name], cause)
-        self._errors.append(error)
-        if self._report is not None:
-            self._report(error)
+            error = ProviderError(node.nodeset, [node.name],
+                                  late_failure(exc, f"creating {node.name}"))
+            self._errors.append(error)
+            if self._report is not None:
+                self._report(error)
 
     def terminate(self, names: Sequence[str]) -> None:
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudhpc.azure import vm
-from cloudhpc.azure.errors import from_http
+from cloudhpc.azure.errors import from_http, late_failure
 from cloudhpc.plan import NodeSpec
 from cloudhpc.providers.base import ProviderError
 from cloudhpc.secretfile import write_secret
@@ -120,14 +120,16 @@ class UniformSets:
         return []
 
     def _watch(self, nodeset: str, vmss: str, names: list[str], poller: Any) -> None:
-        from azure.core.exceptions import HttpResponseError
+        """A late failure of the scale set's growth, Azure's refusal or contact lost, is
+        the failure of the nodes asked for (see AzureProvider._watch)."""
+        from azure.core.exceptions import AzureError as SdkError
 
         try:
             poller.result()
-        except HttpResponseError as exc:
+        except SdkError as exc:
             if self.report is not None:
-                self.report(ProviderError(nodeset, names, from_http(
-                    exc, f"adding {', '.join(names)} to {vmss}").message))
+                self.report(ProviderError(nodeset, names, late_failure(
+                    exc, f"adding {', '.join(names)} to {vmss}")))
 
     def terminate(self, nodeset: str, names: Sequence[str]) -> None:
         from azure.core.exceptions import HttpResponseError
