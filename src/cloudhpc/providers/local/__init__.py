@@ -157,14 +157,7 @@ class LocalBackend:
         """slurmd is killed; the node's supervisor starts it again within a second, and
         `slurmd -b` then reports a boot after the resume request. A slurmd that never
         registered holds no job. SIGKILL also ends a slurmd that hangs or is stopped."""
-        done = []
-        for name in names:
-            pid = processes.read_pid(self.cdir.node(name) / "run" / "slurmd.pid")
-            if pid is not None and processes.alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                    done.append(name)
-        return done
+        return [name for name in names if self.kill(name, "slurmd")]
 
     def nodes(self) -> dict[str, NodeInfo]:
         return {n.name: self._info(n) for n in self.plan.nodes}
