@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect, sync_playwright
 
 from cloudhpc.api.tokens import TokenStore
@@ -51,13 +52,26 @@ def page() -> Iterator[Page]:
             browser.close()
 
 
+def goto(page: Page, url: str) -> None:
+    """Chromium aborts a navigation with ERR_NETWORK_CHANGED when the machine's interfaces
+    change (a cluster's bridge and veths, made just before): that load is tried again."""
+    for _ in range(3):
+        try:
+            page.goto(url)
+            return
+        except PlaywrightError as exc:
+            if "ERR_NETWORK_CHANGED" not in str(exc):
+                raise
+    page.goto(url)
+
+
 def test_dashboard_shows_a_cluster_scaling_up_and_down(web_cluster: Cluster,
                                                        page: Page) -> None:
     url = web_cluster.api_url
     cert = str(web_cluster.dir.api_cert)
     _, token = TokenStore(web_cluster.store.path).create(web_cluster.name, "cht-webadm",
                                                          admin=True)
-    page.goto(url + "/")
+    goto(page, url + "/")
     page.fill("#token", "chpc_00000000_wrong-token-wrong-token")
     page.click("#login-form button")
     expect(page.locator("#login-error")).to_contain_text("log in failed")
